@@ -1,0 +1,113 @@
+//! Waiting for cancellation: the [`Done`] future and the waker registration behind it.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use crate::node::{Entry, LIVE, Node};
+use crate::sync::Arc;
+
+/// A waker slot in a cancellable node's registry, taken only while someone is pending on it.
+///
+/// Re-polling with the same waker takes no lock; a changed waker replaces the stored one. Dropping
+/// it leaves the registry.
+pub(crate) struct Registration {
+    source: Option<Arc<Node>>,
+    slot: Option<(usize, Waker)>,
+}
+
+impl Registration {
+    pub(crate) fn new(source: Option<Arc<Node>>) -> Self {
+        Registration { source, slot: None }
+    }
+
+    /// Whether the node is done; one atomic load.
+    #[inline]
+    pub(crate) fn is_done(&self) -> bool {
+        match &self.source {
+            Some(n) => n.expect_core().state() != LIVE,
+            None => false,
+        }
+    }
+
+    /// `Ready` once the node is done; otherwise makes sure `cx`'s waker will be woken then.
+    pub(crate) fn poll_done(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let Some(node) = &self.source else {
+            return Poll::Pending;
+        };
+        let core = node.expect_core();
+        if core.state() != LIVE {
+            return Poll::Ready(());
+        }
+        match &mut self.slot {
+            Some((key, w)) => {
+                if !w.will_wake(cx.waker()) {
+                    w.clone_from(cx.waker());
+                    core.update_waiter(*key, cx.waker());
+                }
+            }
+            None => match core.register(Entry::Waiter(cx.waker().clone())) {
+                Ok(key) => self.slot = Some((key, cx.waker().clone())),
+                Err(_) => return Poll::Ready(()),
+            },
+        }
+        // Registration happens under the node's lock, after which a cancellation must see us;
+        // one that came before it is visible now.
+        if core.state() != LIVE {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let (Some(node), Some((key, _))) = (&self.source, self.slot.take()) {
+            drop(node.expect_core().unregister(key));
+        }
+    }
+}
+
+/// The future returned by [`Context::done`](crate::Context::done): resolves once the context is
+/// done. `'static`, `Unpin` and `Send`; never resolves for a context that cannot be cancelled.
+///
+/// ```
+/// use ctx_runtime::Context;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// let waiter = tokio::spawn(ctx.done());
+/// cancel.cancel();
+/// waiter.await.unwrap();
+/// # }
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct Done {
+    reg: Registration,
+}
+
+impl Done {
+    pub(crate) fn new(source: Option<Arc<Node>>) -> Self {
+        Done {
+            reg: Registration::new(source),
+        }
+    }
+}
+
+impl Future for Done {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        self.reg.poll_done(cx)
+    }
+}
+
+impl fmt::Debug for Done {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Done")
+            .field("done", &self.reg.is_done())
+            .finish()
+    }
+}

@@ -1,0 +1,44 @@
+//! The runtime of [ctxkit](https://docs.rs/ctxkit): Go's `context` for async Rust, on tokio.
+//!
+//! Most users depend on the `ctxkit` crate, which re-exports everything here together with the
+//! `#[cancellable]` and `#[derive(ContextKey)]` macros.
+//!
+//! A [`Context`] carries a cancellation signal, an optional deadline and typed request-scoped
+//! values through a tree: deriving a child never changes its parent, cancelling a parent cancels
+//! every descendant, and dropping a [`CancelHandle`] cancels too, so nothing leaks.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ctx_runtime::{Context, Error};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let (request, _cancel) = Context::background().with_timeout(Duration::from_millis(100));
+//! let (subtask, _cancel_subtask) = request.with_cancel();
+//!
+//! request.done().await; // the deadline fires without anyone polling
+//! assert_eq!(subtask.err(), Some(Error::DeadlineExceeded));
+//! # }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod after;
+mod context;
+mod done;
+mod error;
+mod handle;
+mod key;
+mod node;
+mod scope;
+mod sync;
+mod timer;
+
+pub use after::AfterFunc;
+pub use context::Context;
+pub use done::Done;
+pub use error::{Cause, Error};
+pub use handle::{CancelCauseHandle, CancelHandle};
+pub use key::ContextKey;
+pub use scope::{Run, Scoped, spawn};
+/// Deadlines are tokio's instants, so they follow tokio's (pausable) clock.
+pub use tokio::time::Instant;

@@ -1,0 +1,155 @@
+//! Deadline timers: fire a node's deadline without anyone polling it.
+//!
+//! Inside a tokio runtime (with its time driver) a small task sleeps until the deadline, so
+//! deadlines follow tokio's clock and `tokio::time::pause()` works. Outside a runtime, or when the
+//! runtime goes away (shut down, or built without timers) before the deadline, one lazily started
+//! background thread holds the remaining deadlines.
+
+use std::collections::BTreeMap;
+use std::sync::{Condvar, Mutex as StdMutex, OnceLock};
+use std::time::Instant as StdInstant;
+
+use crate::Instant;
+use crate::error::Error;
+use crate::node::{self, LIVE, Node};
+use crate::sync::Arc;
+
+/// A running deadline timer; stopping it releases the node it holds.
+pub(crate) enum TimerHandle {
+    Task(tokio::task::AbortHandle),
+    Thread { at: StdInstant, id: u64 },
+}
+
+impl TimerHandle {
+    pub(crate) fn stop(self) {
+        match self {
+            TimerHandle::Task(h) => h.abort(),
+            TimerHandle::Thread { at, id } => fallback().remove(at, id),
+        }
+    }
+}
+
+/// Starts the timer for `node`'s own deadline `at` and stores its handle in the node.
+pub(crate) fn start(node: &Arc<Node>, at: Instant) {
+    let handle = match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            let mut arm = Armed {
+                node: Some(node.clone()),
+                at,
+            };
+            let task = rt.spawn(async move {
+                tokio::time::sleep_until(at).await;
+                arm.fire();
+            });
+            TimerHandle::Task(task.abort_handle())
+        }
+        Err(_) => fallback().add(node.clone(), at),
+    };
+    node.expect_core().set_timer(handle);
+}
+
+fn fire(node: &Node, at: Instant) {
+    let cause = node.expect_core().deadline_cause(at);
+    node::cancel(node, Error::DeadlineExceeded, cause);
+}
+
+/// The state of a timer task. If the task is dropped before it fired while the node is still
+/// live (the runtime shut down, or had no time driver), the deadline moves to the fallback
+/// thread, so a context may outlive the runtime that made it.
+struct Armed {
+    node: Option<Arc<Node>>,
+    at: Instant,
+}
+
+impl Armed {
+    fn fire(&mut self) {
+        if let Some(node) = self.node.take() {
+            fire(&node, self.at);
+        }
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.take() {
+            let core = node.expect_core();
+            if core.state() == LIVE {
+                let handle = fallback().add(node.clone(), self.at);
+                core.set_timer(handle);
+            }
+        }
+    }
+}
+
+struct Fallback {
+    state: StdMutex<Timers>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Timers {
+    queue: BTreeMap<(StdInstant, u64), Arc<Node>>,
+    next_id: u64,
+    running: bool,
+}
+
+fn fallback() -> &'static Fallback {
+    static FALLBACK: OnceLock<Fallback> = OnceLock::new();
+    FALLBACK.get_or_init(|| Fallback {
+        state: StdMutex::new(Timers::default()),
+        wake: Condvar::new(),
+    })
+}
+
+impl Fallback {
+    fn add(&'static self, node: Arc<Node>, at: Instant) -> TimerHandle {
+        let at = at.into_std();
+        let mut t = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let id = t.next_id;
+        t.next_id += 1;
+        let earliest = t.queue.first_key_value().is_none_or(|(k, _)| at < k.0);
+        t.queue.insert((at, id), node);
+        if !t.running {
+            let spawned = std::thread::Builder::new()
+                .name("ctxkit-deadlines".into())
+                .spawn(move || self.run());
+            // Without a thread (the OS refused one) deadlines are still caught up by `err()`.
+            t.running = spawned.is_ok();
+        } else if earliest {
+            self.wake.notify_one();
+        }
+        TimerHandle::Thread { at, id }
+    }
+
+    fn remove(&self, at: StdInstant, id: u64) {
+        let removed = {
+            let mut t = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            t.queue.remove(&(at, id))
+        };
+        drop(removed);
+    }
+
+    fn run(&self) {
+        let mut t = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let now = StdInstant::now();
+            match t.queue.first_key_value() {
+                Some((&(at, _), _)) if at <= now => {
+                    let ((at, _), node) = t.queue.pop_first().expect("non-empty");
+                    drop(t);
+                    fire(&node, Instant::from_std(at));
+                    drop(node);
+                    t = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                }
+                Some((&(at, _), _)) => {
+                    t = self
+                        .wake
+                        .wait_timeout(t, at - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                None => t = self.wake.wait(t).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
+}
