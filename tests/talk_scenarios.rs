@@ -5,6 +5,10 @@
 #[allow(dead_code)]
 mod context_tree;
 
+#[path = "../examples/pipeline.rs"]
+#[allow(dead_code)]
+mod pipeline;
+
 mod tree {
     use super::context_tree::{BKey, DKey, Value, build, lookups};
     use ctxkit::Error;
@@ -83,5 +87,79 @@ mod tree {
         drop(tree);
         assert_eq!(e.err(), Some(Error::Canceled));
         assert_eq!(c.err(), None);
+    }
+}
+
+mod pipe {
+    use std::time::Duration;
+
+    use super::pipeline::{
+        CAPACITY, ClientDisconnected, Counter, Pipeline, STAGES, StillRunning, demo, generate,
+    };
+    use ctxkit::{Context, Error};
+    use tokio::sync::mpsc;
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_mid_stream_stops_every_stage() {
+        let outcome = demo(Duration::from_millis(150))
+            .await
+            .expect("every stage stops");
+        let names: Vec<_> = outcome.stages.iter().map(|s| s.name).collect();
+        assert_eq!(names, STAGES);
+        for stage in &outcome.stages {
+            assert_eq!(stage.ended, Err(Error::Canceled), "{stage}");
+        }
+        let handled: Vec<_> = outcome.stages.iter().map(|s| s.handled).collect();
+        assert!(handled.windows(2).all(|w| w[0] >= w[1]), "{handled:?}");
+        assert!(
+            handled[3] > 0,
+            "the sink stored something before the cancel: {handled:?}"
+        );
+        assert!(
+            handled[0] - handled[3] <= 3 * CAPACITY + 3,
+            "bounded channels bound the work in flight: {handled:?}"
+        );
+        let cause = outcome.request.cause().unwrap();
+        assert!(cause.is::<ClientDisconnected>(), "{cause:?}");
+        assert!(
+            cause.origin().unwrap().contains("examples/pipeline.rs"),
+            "{cause:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_finite_input_flows_through_every_stage() {
+        let (ctx, _cancel) = Context::background().with_cancel();
+        let pipeline = Pipeline::start(&ctx, Some(25));
+        let stages = pipeline.join(Duration::from_secs(60)).await.unwrap();
+        for stage in &stages {
+            assert_eq!(stage.ended, Ok(()), "{stage}");
+            assert_eq!(stage.handled, 25, "{stage}");
+        }
+        assert_eq!(ctx.err(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stage_blocked_on_a_full_channel_stops_at_the_cancel() {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (tx, rx) = mpsc::channel(CAPACITY);
+        let sent = Counter::default();
+        let task = tokio::spawn(ctx.run(generate(tx, None, sent.clone())));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(sent.get(), CAPACITY, "the generator waits for room");
+        assert!(!task.is_finished());
+        cancel.cancel();
+        assert_eq!(task.await.unwrap(), Err(Error::Canceled));
+        assert_eq!(rx.len(), CAPACITY);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn join_reports_a_stage_that_does_not_stop() {
+        let (ctx, _cancel) = Context::background().with_cancel();
+        let pipeline = Pipeline::start(&ctx, None); // endless and never cancelled
+        match pipeline.join(Duration::from_millis(100)).await {
+            Err(StillRunning(name)) => assert_eq!(name, "generate"),
+            Ok(_) => panic!("an endless pipeline cannot have ended"),
+        }
     }
 }
