@@ -121,7 +121,7 @@ pub async fn sink(mut input: Receiver<Enriched>, handled: Counter) {
     while let Some(item) = input.recv().await {
         tokio::time::sleep(Duration::from_millis(1)).await; // a write
         let n = handled.add();
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             let r = &item.record;
             println!(
                 "    sink: stored #{n:<3} (line {}: {} {} in {})",
@@ -138,7 +138,14 @@ pub const STAGES: [&str; 4] = ["generate", "parse", "enrich", "sink"];
 
 /// A running pipeline: one task per stage.
 pub struct Pipeline {
-    tasks: Vec<(&'static str, Counter, JoinHandle<Result<(), Error>>)>,
+    tasks: Vec<Task>,
+}
+
+/// One stage's task: its name, its count and its handle (`Err` if the context stopped it).
+struct Task {
+    name: &'static str,
+    handled: Counter,
+    handle: JoinHandle<Result<(), Error>>,
 }
 
 /// How one stage ended.
@@ -198,14 +205,18 @@ impl Pipeline {
             .into_iter()
             .zip(counters)
             .zip(handles)
-            .map(|((name, counter), handle)| (name, counter, handle))
+            .map(|((name, handled), handle)| Task {
+                name,
+                handled,
+                handle,
+            })
             .collect();
         Pipeline { tasks }
     }
 
     /// Items the sink has stored so far.
     pub fn stored(&self) -> usize {
-        self.tasks.last().map_or(0, |(_, c, _)| c.get())
+        self.tasks.last().map_or(0, |t| t.handled.get())
     }
 
     /// Waits for every stage to end, at most `within`; a stage still running then is an error
@@ -213,11 +224,16 @@ impl Pipeline {
     pub async fn join(self, within: Duration) -> Result<Vec<StageReport>, StillRunning> {
         let give_up = Instant::now() + within;
         let mut reports = Vec::new();
-        for (name, counter, mut handle) in self.tasks {
+        for Task {
+            name,
+            handled,
+            mut handle,
+        } in self.tasks
+        {
             match tokio::time::timeout_at(give_up, &mut handle).await {
                 Ok(joined) => reports.push(StageReport {
                     name,
-                    handled: counter.get(),
+                    handled: handled.get(),
                     ended: joined.expect("a pipeline stage panicked"),
                 }),
                 Err(_) => {
