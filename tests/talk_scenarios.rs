@@ -1,6 +1,10 @@
 //! The Go talk's scenarios, as the examples in `examples/` run them: each example's logic is
 //! compiled into this test (its `main` only narrates) and its claims are checked here.
 
+#[path = "../examples/cancellable_request.rs"]
+#[allow(dead_code)]
+mod cancellable_request;
+
 #[path = "../examples/context_tree.rs"]
 #[allow(dead_code)]
 mod context_tree;
@@ -161,5 +165,135 @@ mod pipe {
             Err(StillRunning(name)) => assert_eq!(name, "generate"),
             Ok(_) => panic!("an endless pipeline cannot have ended"),
         }
+    }
+}
+
+mod request {
+    use std::time::Duration;
+
+    use super::cancellable_request::{
+        ClientHungUp, Event, Payload, Processor, STEP, ServerError, Status, demo, start_request,
+    };
+    use ctxkit::{Context, Error, Instant};
+
+    const TALK_ID: &str = "c66e30e7-5a91-435c-bf18-e63469d472b3";
+
+    fn event(request_id: &'static str, steps: u32) -> Event {
+        Event {
+            request_id,
+            payload: Payload::Downstream1 {
+                event_id: "ev-1".into(),
+            },
+            steps,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_request_succeeds_without_cleanup() {
+        let processor = Processor::default();
+        let started = Instant::now();
+        let result = start_request(
+            &Context::background(),
+            &processor,
+            &event(TALK_ID, 3),
+            Duration::from_millis(300),
+        )
+        .await;
+        let processed = Status {
+            event_id: "ev-1".into(),
+            steps: 3,
+        };
+        assert_eq!(result, Ok(processed));
+        assert!(started.elapsed() >= 3 * STEP);
+        assert!(processor.cleaned_up().is_empty());
+        assert_eq!(processor.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_request_ends_with_deadline_exceeded_after_its_cleanup() {
+        let processor = Processor::default();
+        let started = Instant::now();
+        let result = start_request(
+            &Context::background(),
+            &processor,
+            &event(TALK_ID, 10),
+            Duration::from_millis(150),
+        )
+        .await;
+        assert_eq!(result, Err(ServerError::Context(Error::DeadlineExceeded)));
+        assert_eq!(result.unwrap_err().to_string(), "context deadline exceeded");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(150) && took < 10 * STEP,
+            "ended at the deadline, not after the processing: {took:?}"
+        );
+        assert_eq!(processor.cleaned_up(), ["ev-1"], "the cleanup ran");
+        assert_eq!(
+            processor.in_flight(),
+            0,
+            "the server waited for the processing task"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hang_up_cancels_the_request_and_says_where_from() {
+        let processor = Processor::default();
+        let (conn, hang_up) = Context::background().with_cancel_cause();
+        let client = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            hang_up.cancel(ClientHungUp);
+        });
+        let result = start_request(
+            &conn,
+            &processor,
+            &event(TALK_ID, 10),
+            Duration::from_secs(5),
+        )
+        .await;
+        client.await.unwrap();
+        assert_eq!(result, Err(ServerError::Context(Error::Canceled)));
+        assert_eq!(processor.cleaned_up(), ["ev-1"]);
+        assert_eq!(processor.in_flight(), 0);
+        let cause = conn.cause().unwrap();
+        assert!(cause.is::<ClientHungUp>(), "{cause:?}");
+        assert!(cause.origin().unwrap().contains(file!()), "{cause:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_without_a_valid_id_is_refused_before_any_processing() {
+        let processor = Processor::default();
+        let started = Instant::now();
+        let result = start_request(
+            &Context::background(),
+            &processor,
+            &event("not-a-uuid", 3),
+            Duration::from_millis(300),
+        )
+        .await;
+        assert_eq!(result, Err(ServerError::NoRequestId));
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "not a valid UUID to process"
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO, "nothing was processed");
+        assert!(processor.cleaned_up().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_demo_shows_success_deadline_hang_up_and_missing_id() {
+        let processor = Processor::default();
+        let results = demo(&processor).await;
+        let errors: Vec<_> = results.iter().map(|r| r.as_ref().err().copied()).collect();
+        assert_eq!(
+            errors,
+            [
+                None,
+                Some(ServerError::Context(Error::DeadlineExceeded)),
+                Some(ServerError::Context(Error::Canceled)),
+                Some(ServerError::NoRequestId),
+            ]
+        );
+        assert_eq!(processor.cleaned_up(), ["ds2-18", "ds1-19"]);
+        assert_eq!(processor.in_flight(), 0);
     }
 }
