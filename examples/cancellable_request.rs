@@ -30,12 +30,8 @@ macro_rules! say {
 
 /// The id of the request being served. The type is the key: no string constant to collide with,
 /// no type assertion to get wrong.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ContextKey)]
 pub struct RequestId(pub Uuid);
-
-impl ContextKey for RequestId {
-    type Value = RequestId;
-}
 
 // ---- event: what arrives from downstream ----
 
@@ -128,7 +124,7 @@ pub struct Processor {
 impl Processor {
     /// The talk's `processor.Server`.
     pub async fn server(&self, ctx: &Context, event: &Event) -> Result<Status, ServerError> {
-        let Some(RequestId(id)) = ctx.value::<RequestId>() else {
+        let Some(RequestId(id)) = RequestId::get(ctx) else {
             return Err(ServerError::NoRequestId);
         };
         let event_id = match &event.payload {
@@ -220,7 +216,7 @@ pub async fn start_request(
 
     // Store the id inside the context tree's value node (if the event has a valid one).
     let ctx = match get_id_from_event(event) {
-        Some(id) => ctx.with_value::<RequestId>(id),
+        Some(id) => RequestId::set(&ctx, id),
         None => ctx,
     };
 
@@ -252,7 +248,7 @@ pub async fn start_request(
 fn narrate(ctx: &Context, what: fmt::Arguments<'_>) {
     static START: OnceLock<Instant> = OnceLock::new();
     let ms = START.get_or_init(Instant::now).elapsed().as_millis();
-    let id = match ctx.value::<RequestId>() {
+    let id = match RequestId::get(ctx) {
         Some(RequestId(id)) => id.simple().to_string()[..8].to_string(),
         None => "no id".to_string(),
     };

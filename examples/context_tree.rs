@@ -18,22 +18,19 @@
 use ctxkit::{CancelHandle, Context, ContextKey};
 
 /// The talk's `"Value"` key: C and D store their own name under it.
+#[derive(ContextKey)]
+#[context_key(value = &'static str)]
 pub struct Value;
-impl ContextKey for Value {
-    type Value = &'static str;
-}
 
 /// The talk's `"B Key"`: E and F, the children of B, store their name under it.
+#[derive(ContextKey)]
+#[context_key(value = &'static str)]
 pub struct BKey;
-impl ContextKey for BKey {
-    type Value = &'static str;
-}
 
 /// The talk's `"D Key"`: G and H, the children of D, store their name under it.
+#[derive(ContextKey)]
+#[context_key(value = &'static str)]
 pub struct DKey;
-impl ContextKey for DKey {
-    type Value = &'static str;
-}
 
 /// The eight nodes of the figure, in order A..H, and the handle that cancels B.
 pub struct Tree {
@@ -59,12 +56,12 @@ impl Tree {
 pub fn build() -> Tree {
     let a = Context::background(); // A = context.Background()
     let (b, cancel_b) = a.with_cancel(); // B = context.WithCancel(A)
-    let c = a.with_value::<Value>("C"); // C = context.WithValue(A, "Value", "C")
-    let d = a.with_value::<Value>("D"); // D = context.WithValue(A, "Value", "D")
-    let e = b.with_value::<BKey>("E"); // E = context.WithValue(B, "B Key", "E")
-    let f = b.with_value::<BKey>("F");
-    let g = d.with_value::<DKey>("G");
-    let h = d.with_value::<DKey>("H"); // H = context.WithValue(D, "D Key", "H")
+    let c = Value::set(&a, "C"); // C = context.WithValue(A, "Value", "C")
+    let d = Value::set(&a, "D"); // D = context.WithValue(A, "Value", "D")
+    let e = BKey::set(&b, "E"); // E = context.WithValue(B, "B Key", "E")
+    let f = BKey::set(&b, "F");
+    let g = DKey::set(&d, "G");
+    let h = DKey::set(&d, "H"); // H = context.WithValue(D, "D Key", "H")
     Tree {
         nodes: vec![
             ("A", a),
@@ -85,9 +82,9 @@ pub fn lookups(ctx: &Context) -> String {
     let show = |v: Option<&&'static str>| v.copied().unwrap_or("-");
     format!(
         "Value={}  BKey={}  DKey={}",
-        show(ctx.value::<Value>()),
-        show(ctx.value::<BKey>()),
-        show(ctx.value::<DKey>()),
+        show(Value::get(ctx)),
+        show(BKey::get(ctx)),
+        show(DKey::get(ctx)),
     )
 }
 
@@ -151,6 +148,6 @@ fn main() {
     println!("E's full Debug: {e:?}");
     println!(
         "Values outlive the cancellation: E still finds BKey={:?}.",
-        e.value::<BKey>()
+        BKey::get(e)
     );
 }
