@@ -23,10 +23,9 @@ impl AfterShared {
             .state
             .compare_exchange(PENDING, STARTED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+            && let Some(f) = lock(&self.f).take()
         {
-            if let Some(f) = lock(&self.f).take() {
-                run_detached(f);
-            }
+            run_detached(f);
         }
     }
 }
