@@ -500,7 +500,7 @@ async fn errors_that_are_only_display_work_too() {
         .spawn(async { Err(Text(std::cell::Cell::new(7))) })
         .await;
     let ctx = group.context().clone();
-    let err = group.wait().await.err().expect("an error");
+    let err = group.wait().await.expect_err("an error");
     assert_eq!(err.to_string(), "text 7");
     assert_eq!(ctx.cause().unwrap().to_string(), "text 7");
 }
