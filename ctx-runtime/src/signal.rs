@@ -1,6 +1,6 @@
 //! Contexts cancelled by process signals: [`notify`], Go's `signal.NotifyContext`.
 //!
-//! ```
+//! ```rust,standalone_crate
 //! use ctx_runtime::Context;
 //! use ctx_runtime::signal::{self, Signal, SignalReceived};
 //!
