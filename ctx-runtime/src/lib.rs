@@ -22,6 +22,9 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 mod after;
 mod context;
 mod done;
