@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use ctxkit::signal::{self, Signal, SignalReceived};
@@ -17,9 +16,9 @@ use ctxkit::{Context, Error};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Signals reach every listener in the process: tests that listen take turns.
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(PoisonError::into_inner)
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
 }
 
 fn send(signal: &str, pid: u32) {
@@ -38,7 +37,7 @@ async fn done_soon(ctx: &Context) {
 
 #[tokio::test]
 async fn a_signal_cancels_every_context_listening_for_it_and_no_other() {
-    let _turn = one_at_a_time();
+    let _turn = one_at_a_time().await;
     let root = Context::background();
     let (a, _stop_a) = signal::notify(&root, &[Signal::Interrupt, Signal::Terminate]);
     let (b, _stop_b) = signal::notify(&root, &[Signal::Interrupt]);
@@ -66,7 +65,7 @@ async fn a_signal_cancels_every_context_listening_for_it_and_no_other() {
 
 #[tokio::test]
 async fn terminate_names_sigterm() {
-    let _turn = one_at_a_time();
+    let _turn = one_at_a_time().await;
     let (ctx, _stop) = signal::notify(&Context::background(), &[Signal::Terminate]);
     send("TERM", std::process::id());
     done_soon(&ctx).await;
@@ -75,7 +74,7 @@ async fn terminate_names_sigterm() {
 
 #[tokio::test]
 async fn hangup_and_quit_can_be_heard_too() {
-    let _turn = one_at_a_time();
+    let _turn = one_at_a_time().await;
     let (hup, _stop_h) = signal::notify(&Context::background(), &[Signal::Hangup]);
     let (quit, _stop_q) = signal::notify(&Context::background(), &[Signal::Quit]);
     send("HUP", std::process::id());
@@ -88,7 +87,7 @@ async fn hangup_and_quit_can_be_heard_too() {
 
 #[tokio::test]
 async fn the_handle_and_the_parent_cancel_it_without_any_signal() {
-    let _turn = one_at_a_time();
+    let _turn = one_at_a_time().await;
     let (parent, cancel_parent) = Context::background().with_cancel_cause();
     let (by_stop, stop) = signal::notify(&parent, &[Signal::Interrupt]);
     let (by_parent, _stop) = signal::notify(&parent, &[Signal::Interrupt]);
@@ -108,7 +107,7 @@ async fn the_handle_and_the_parent_cancel_it_without_any_signal() {
 
 #[tokio::test]
 async fn the_returned_handle_names_the_caller() {
-    let _turn = one_at_a_time();
+    let _turn = one_at_a_time().await;
     let (ctx, stop) = signal::notify(&Context::background(), &[Signal::Interrupt]);
     drop(stop);
     let origin = ctx.cause().unwrap().origin().unwrap_or_default();
