@@ -243,3 +243,29 @@ async fn awaits_inside_async_blocks_are_stopped_at_the_blocks_await() {
     let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(10));
     assert_eq!(ctx.scope(nested()).await, Err(Error::DeadlineExceeded));
 }
+
+#[cancellable]
+async fn shown(n: u32) -> impl Display {
+    tick().await;
+    n + 1
+}
+
+#[tokio::test(start_paused = true)]
+async fn impl_trait_return_types_are_wrapped_too() {
+    assert_eq!(shown(1).await.map(|d| d.to_string()).ok(), Some("2".into()));
+    assert!(cancelled().scope(shown(1)).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeouts_cause_names_where_it_came_from() {
+    #[cancellable(timeout = "5ms")]
+    async fn timed(seen: &std::sync::Mutex<Option<Context>>) {
+        *seen.lock().unwrap() = Some(Context::current());
+        std::future::pending::<()>().await;
+    }
+    let seen = std::sync::Mutex::new(None);
+    assert_eq!(timed(&seen).await, Err(Error::DeadlineExceeded));
+    let ctx = seen.lock().unwrap().take().unwrap();
+    let origin = ctx.cause().and_then(|c| c.origin()).unwrap_or_default();
+    assert!(origin.contains(file!()), "origin: {origin}");
+}

@@ -271,18 +271,19 @@ impl<'a, F: Future> Checked<'a, F> {
     }
 }
 
-/// `Checked::new`, typed so that a non-future is reported once, on the user's expression.
+/// `Checked::new` for the expansion. The opaque return type keeps a non-future to one error
+/// ("`T` is not a future", on the user's expression) instead of a second one on `.await`.
 #[inline]
-pub fn checked<I: IntoFuture>(frame: &Frame, fut: I) -> Checked<'_, I::IntoFuture> {
+pub fn checked<I: IntoFuture>(frame: &Frame, fut: I) -> impl Future<Output = I::Output> {
     Checked::new(frame, fut)
 }
 
-/// `Shielded::new`, typed so that a non-future is reported once, on the user's expression.
+/// `Shielded::new` for the expansion (opaque for the same reason as [`checked`]).
 #[inline]
 pub fn shielded<'a, I: IntoFuture>(
     guard: &'a ShieldGuard<'a>,
     fut: I,
-) -> Shielded<'a, I::IntoFuture> {
+) -> impl Future<Output = I::Output> {
     Shielded::new(guard, fut)
 }
 

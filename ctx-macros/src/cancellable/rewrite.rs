@@ -289,18 +289,22 @@ fn expr_attrs(e: &mut Expr) -> Option<&mut Vec<Attribute>> {
 /// `tokio::select!` still keeps the call from being stopped inside it, though its awaits cannot
 /// be seen).
 fn may_suspend(tokens: TokenStream) -> bool {
+    let mut before_prev: Option<TokenTree> = None;
     let mut prev: Option<TokenTree> = None;
     for tt in tokens {
-        match (&prev, &tt) {
-            (Some(TokenTree::Punct(p)), TokenTree::Ident(i))
-                if p.as_char() == '.' && i == "await" =>
-            {
-                return true;
+        let suspends = match (&before_prev, &prev, &tt) {
+            (_, Some(TokenTree::Punct(dot)), TokenTree::Ident(i)) => {
+                dot.as_char() == '.' && i == "await"
             }
-            (Some(TokenTree::Punct(p)), TokenTree::Group(_)) if p.as_char() == '!' => return true,
-            (_, TokenTree::Group(g)) if may_suspend(g.stream()) => return true,
-            _ => {}
+            (Some(TokenTree::Ident(_)), Some(TokenTree::Punct(bang)), TokenTree::Group(_)) => {
+                bang.as_char() == '!'
+            }
+            _ => false,
+        };
+        if suspends || matches!(&tt, TokenTree::Group(g) if may_suspend(g.stream())) {
+            return true;
         }
+        before_prev = prev;
         prev = Some(tt);
     }
     false
