@@ -392,3 +392,22 @@ async fn the_crate_argument_reaches_the_runtime_through_a_reexport() {
     }
     assert_eq!(slow().await, Err(Error::DeadlineExceeded));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancellation_wakes_a_call_parked_on_a_future_that_never_wakes() {
+    #[cancellable]
+    async fn parked(flag: Arc<AtomicBool>) {
+        let _guard = DropFlag(flag);
+        std::future::pending::<()>().await;
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    let (ctx, cancel) = Context::background().with_cancel();
+    let task = tokio::spawn(ctx.scope(parked(flag.clone())));
+    tokio::task::yield_now().await; // let it park
+    assert!(!flag.load(Ordering::SeqCst));
+    cancel.cancel();
+    // Only the call's own registration can wake the task; without it this times out.
+    let result = tokio::time::timeout(Duration::from_secs(1), task).await;
+    assert_eq!(result.expect("woken").unwrap(), Err(Error::Canceled));
+    assert!(flag.load(Ordering::SeqCst));
+}

@@ -269,3 +269,102 @@ async fn a_timeouts_cause_names_where_it_came_from() {
     let origin = ctx.cause().and_then(|c| c.origin()).unwrap_or_default();
     assert!(origin.contains(file!()), "origin: {origin}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn shielded_futures_stay_send() {
+    #[cancellable(timeout = "1s")]
+    async fn with_shields(ctx: Context) -> u8 {
+        let _ = &ctx;
+        #[shield]
+        tick().await;
+        #[shield(timeout = "10ms")]
+        let n = async { 3 }.await;
+        n
+    }
+    let handle = tokio::spawn(with_shields(Context::background()));
+    assert_eq!(handle.await.unwrap(), Ok(3));
+}
+
+/// The talk's `processor.Server` (a spawned task, a channel and a `select` on `ctx.Done()`),
+/// as the README shows it.
+mod talk {
+    use std::time::Duration;
+
+    use ctxkit::{Context, ContextKey, cancellable};
+
+    #[derive(Clone, Debug, ContextKey)]
+    pub struct RequestId(pub u64);
+
+    #[derive(Debug, PartialEq)]
+    pub enum ServerError {
+        NoRequestId,
+        Stopped(ctxkit::Error),
+    }
+    impl From<ctxkit::Error> for ServerError {
+        fn from(e: ctxkit::Error) -> Self {
+            ServerError::Stopped(e)
+        }
+    }
+
+    /// Cleans up after an event unless disarmed (the talk's `cancelRequestAndCleanup`).
+    pub struct Cleanup<'a> {
+        event_id: &'a str,
+        log: &'a std::sync::Mutex<Vec<String>>,
+        armed: bool,
+    }
+    impl<'a> Cleanup<'a> {
+        pub fn arm(event_id: &'a str, log: &'a std::sync::Mutex<Vec<String>>) -> Self {
+            Cleanup {
+                event_id,
+                log,
+                armed: true,
+            }
+        }
+        pub fn disarm(mut self) {
+            self.armed = false;
+        }
+    }
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            if self.armed {
+                let line = format!("cleaned up {}", self.event_id);
+                self.log.lock().unwrap().push(line);
+            }
+        }
+    }
+
+    async fn process_event(id: &str, work: Duration) -> String {
+        tokio::time::sleep(work).await;
+        format!("processed {id}")
+    }
+
+    #[cancellable]
+    pub async fn server(
+        ctx: &Context,
+        event_id: &str,
+        work: Duration,
+        log: &std::sync::Mutex<Vec<String>>,
+    ) -> Result<String, ServerError> {
+        let request = RequestId::get(ctx).ok_or(ServerError::NoRequestId)?;
+        let cleanup = Cleanup::arm(event_id, log); // dropped armed if the call is cancelled
+        let status = process_event(event_id, work).await; // raced against ctx
+        cleanup.disarm();
+        Ok(format!("{status} for request {}", request.0))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_talks_server_in_ten_lines() {
+    use talk::*;
+    let log = std::sync::Mutex::new(Vec::new());
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(100));
+    let ctx = RequestId::set(&ctx, RequestId(7));
+
+    let fast = server(&ctx, "e1", Duration::from_millis(10), &log).await;
+    assert_eq!(fast.as_deref(), Ok("processed e1 for request 7"));
+    let slow = server(&ctx, "e2", Duration::from_secs(5), &log).await;
+    assert_eq!(slow, Err(ServerError::Stopped(Error::DeadlineExceeded)));
+    assert_eq!(*log.lock().unwrap(), ["cleaned up e2"]);
+    let anonymous = server(&Context::background(), "e3", Duration::ZERO, &log).await;
+    assert_eq!(anonymous, Err(ServerError::NoRequestId));
+}

@@ -64,7 +64,7 @@ pub fn convert<E: CancelError>(err: Error) -> E {
 #[diagnostic::on_unimplemented(
     message = "`#[cancellable]` takes a parameter typed `Context` as the fn's context, but `{Self}` is not `ctxkit::Context`",
     label = "not a `ctxkit::Context`",
-    note = "rename the import of this other `Context` type (`use ... as TaskContext;`) so `#[cancellable]` does not mistake it for the fn's context"
+    note = "import this other type under another name (`use path::to::Context as AppContext;`) so that `#[cancellable]` does not take it for the fn's context"
 )]
 pub trait AsContext {
     /// The context, cloned.
@@ -195,7 +195,8 @@ impl fmt::Debug for ShieldGuard<'_> {
 #[must_use = "futures do nothing unless polled"]
 pub struct Body<'a, F: Future> {
     frame: &'a Frame,
-    reg: Registration,
+    /// Made at the first `Pending`: a call that never suspends never touches the registry.
+    reg: Option<Registration>,
     #[pin]
     fut: Option<Scoped<F>>,
 }
@@ -206,7 +207,7 @@ impl<'a, F: Future> Body<'a, F> {
     pub fn new(frame: &'a Frame, fut: F) -> Self {
         Body {
             frame,
-            reg: Registration::new(frame.ctx.source().cloned()),
+            reg: None,
             fut: Some(frame.ctx.scope(fut)),
         }
     }
@@ -234,7 +235,13 @@ impl<F: Future> Future for Body<'_, F> {
             this.fut.set(None);
             return Poll::Ready(Err(err));
         }
-        if this.frame.shields.load(Ordering::Relaxed) == 0 && this.reg.poll_done(cx).is_ready() {
+        if this.frame.shields.load(Ordering::Relaxed) == 0
+            && this
+                .reg
+                .get_or_insert_with(|| Registration::new(this.frame.ctx.source().cloned()))
+                .poll_done(cx)
+                .is_ready()
+        {
             this.fut.set(None);
             return Poll::Ready(Err(this.frame.ctx.err().unwrap_or(Error::Canceled)));
         }

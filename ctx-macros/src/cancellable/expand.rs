@@ -106,11 +106,12 @@ pub(crate) fn item(mut item: FnItem, args: &FnArgs, errors: &mut Errors) -> Toke
         Output::Wrap { .. } => body,
         Output::Keep { err_span, .. } => {
             let e = syn::Ident::new("__ctxkit_err", Span::mixed_site());
+            let ok = syn::Ident::new("__ctxkit_ok", Span::mixed_site());
             let path = krate::respan(private.clone(), *err_span);
             let convert = quote_spanned!(*err_span=> #path::convert(#e));
             quote! {
                 match #body {
-                    #private::Result::Ok(v) => v,
+                    #private::Result::Ok(#ok) => #ok,
                     #private::Result::Err(#e) => #private::Result::Err(#convert),
                 }
             }
