@@ -98,11 +98,10 @@ def ratio(a, b):
     return "" if a is None or b is None else f"{a/b:.2f}"
 
 rows = []
+attr = []
 for scenario, sides in crit.items():
-    if "ctxkit" not in sides:
-        # scenarios with several ctxkit variants (e.g. the #[cancellable] overhead)
-        for side, v in sides.items():
-            rows.append((f"{scenario}/{side}", v, None, None))
+    if scenario.startswith("cancellable/"):
+        attr.append((scenario, sides.get("plain"), sides.get("cancellable")))
         continue
     go = gores.get(GO.get(scenario, "-"))
     rows.append((scenario, sides["ctxkit"], sides.get("tokio-util"), go))
@@ -121,6 +120,15 @@ print("| scenario | ctxkit | tokio-util | Go | ctxkit/tokio-util | ctxkit/Go |")
 print("|---|---:|---:|---:|---:|---:|")
 for s, c, t, g in rows:
     print(f"| {s} | {fmt(c)} | {fmt(t)} | {fmt(g)} | {ratio(c, t)} | {ratio(c, g)} |")
+
+if attr:
+    AWAITS = 10_000
+    print()
+    print(f"| #[cancellable], {AWAITS} awaits per call | plain fn | #[cancellable] fn | overhead per await |")
+    print("|---|---:|---:|---:|")
+    for s, p, c in attr:
+        per = "" if p is None or c is None else f"{(c - p) / AWAITS:.2f} ns"
+        print(f"| {s} | {fmt(p)} | {fmt(c)} | {per} |")
 
 mem = {}
 for path in ("memory.txt", "go.txt"):

@@ -219,7 +219,12 @@ fn multi_thread() -> tokio::runtime::Runtime {
 
 /// Spawns `n` tasks that each wait on their own child of one root (already registered when
 /// this returns), then measures from the root's cancellation until the last task has woken.
-fn fan_out_once<W, F>(rt: &tokio::runtime::Runtime, n: usize, waiter: W, cancel: impl FnOnce()) -> Duration
+fn fan_out_once<W, F>(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    waiter: W,
+    cancel: impl FnOnce(),
+) -> Duration
 where
     W: Fn() -> F,
     F: Future<Output = ()> + Send + 'static,
@@ -233,7 +238,8 @@ where
         rt.spawn(async move {
             let mut wait = std::pin::pin!(wait);
             // Register the waker before counting as started, so the cancellation finds it.
-            let first = std::future::poll_fn(|cx| std::task::Poll::Ready(wait.as_mut().poll(cx))).await;
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(wait.as_mut().poll(cx))).await;
             started.fetch_add(1, Ordering::Release);
             if first.is_pending() {
                 wait.await;
@@ -348,8 +354,74 @@ fn value(c: &mut Criterion) {
     }
 }
 
+/// Awaits per call of the `#[cancellable]` overhead scenario.
+const AWAITS: u64 = 10_000;
+
+#[ctxkit::cancellable]
+async fn ready_cancellable(ctx: &Context, n: u64) -> u64 {
+    let mut sum = 0;
+    for i in 0..n {
+        sum += black_box(std::future::ready(i)).await;
+    }
+    sum
+}
+
+async fn ready_plain(_ctx: &Context, n: u64) -> u64 {
+    let mut sum = 0;
+    for i in 0..n {
+        sum += black_box(std::future::ready(i)).await;
+    }
+    sum
+}
+
+#[ctxkit::cancellable]
+async fn yield_cancellable(ctx: &Context, n: u64) -> u64 {
+    let mut sum = 0;
+    for i in 0..n {
+        tokio::task::yield_now().await;
+        sum += black_box(i);
+    }
+    sum
+}
+
+async fn yield_plain(_ctx: &Context, n: u64) -> u64 {
+    let mut sum = 0;
+    for i in 0..n {
+        tokio::task::yield_now().await;
+        sum += black_box(i);
+    }
+    sum
+}
+
+/// The cost `#[cancellable]` adds to each `.await`: the same fn with and without the attribute,
+/// under a live cancellable context.
+fn cancellable(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (ctx, _cancel) = Context::background().with_cancel();
+    let mut g = c.benchmark_group("cancellable/ready");
+    g.bench_function("plain", |b| {
+        b.iter(|| rt.block_on(ready_plain(&ctx, AWAITS)))
+    });
+    g.bench_function("cancellable", |b| {
+        b.iter(|| rt.block_on(ready_cancellable(&ctx, AWAITS)).unwrap())
+    });
+    g.finish();
+    let mut g = c.benchmark_group("cancellable/yield_now");
+    g.bench_function("plain", |b| {
+        b.iter(|| rt.block_on(yield_plain(&ctx, AWAITS)))
+    });
+    g.bench_function("cancellable", |b| {
+        b.iter(|| rt.block_on(yield_cancellable(&ctx, AWAITS)).unwrap())
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    cancellable,
     create_drop,
     cancel_tree,
     common_parent,

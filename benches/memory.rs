@@ -48,7 +48,9 @@ fn main() {
 
     measure("ctxkit", "with_cancel/background", || bg.with_cancel());
     let (parent, _p) = bg.with_cancel();
-    measure("ctxkit", "with_cancel/cancel_parent", || parent.with_cancel());
+    measure("ctxkit", "with_cancel/cancel_parent", || {
+        parent.with_cancel()
+    });
     measure("ctxkit", "with_value", || bg.with_value::<Key>(7));
     measure("ctxkit", "without_cancel", || bg.without_cancel());
     measure("ctxkit", "todo", Context::todo);
@@ -75,9 +77,15 @@ fn main() {
         done
     });
 
-    measure("tokio-util", "with_cancel/background", CancellationToken::new);
+    measure(
+        "tokio-util",
+        "with_cancel/background",
+        CancellationToken::new,
+    );
     let root = CancellationToken::new();
-    measure("tokio-util", "with_cancel/cancel_parent", || root.child_token());
+    measure("tokio-util", "with_cancel/cancel_parent", || {
+        root.child_token()
+    });
     measure("tokio-util", "done_waiter", || {
         let mut done = Box::pin(root.clone().cancelled_owned());
         let waker = std::task::Waker::noop();
