@@ -29,6 +29,9 @@ mod error;
 mod handle;
 mod key;
 mod node;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod propagation;
 mod scope;
 mod sync;
 mod timer;
@@ -38,7 +41,7 @@ pub use context::Context;
 pub use done::Done;
 pub use error::{Cause, Error};
 pub use handle::{CancelCauseHandle, CancelHandle};
-pub use key::ContextKey;
+pub use key::{BoxError, ContextKey, DisplayFromStr, KeyCodec};
 pub use scope::{Run, Scoped, spawn};
 /// Deadlines are tokio's instants, so they follow tokio's (pausable) clock.
 pub use tokio::time::Instant;
