@@ -128,6 +128,11 @@ impl Baggage {
         Some(self.members.remove(i))
     }
 
+    /// Parses one `baggage` header value.
+    pub fn decode(value: &HeaderValue) -> Result<Baggage, PropagationError> {
+        Self::decode_bytes(value.as_bytes())
+    }
+
     /// Parses the combined values of every `baggage` header, in order. No header gives an empty
     /// baggage.
     pub fn decode_all<'a>(

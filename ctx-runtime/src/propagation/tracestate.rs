@@ -83,6 +83,11 @@ impl TraceState {
         Ok(())
     }
 
+    /// Parses one `tracestate` header value.
+    pub fn decode(value: &HeaderValue) -> Result<TraceState, PropagationError> {
+        Self::decode_bytes(value.as_bytes())
+    }
+
     /// Parses the combined values of every `tracestate` header, in order. No header gives an
     /// empty state.
     pub fn decode_all<'a>(
