@@ -19,3 +19,7 @@
 //! ```
 
 pub use ctx_runtime::*;
+
+pub use ctx_macros::ContextKey;
+#[doc(hidden)]
+pub use ctx_runtime::__private;

@@ -19,14 +19,16 @@ pub(crate) struct AfterShared {
 impl AfterShared {
     /// Called when the context is done: starts the callback unless `stop()` won.
     pub(crate) fn fire(self: Arc<Self>) {
-        if self
+        let won = self
             .state
             .compare_exchange(PENDING, STARTED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            if let Some(f) = lock(&self.f).take() {
-                run_detached(f);
-            }
+            .is_ok();
+        if !won {
+            return;
+        }
+        let f = lock(&self.f).take();
+        if let Some(f) = f {
+            run_detached(f);
         }
     }
 }
@@ -76,7 +78,20 @@ impl Drop for Job {
 /// A callback registered with [`Context::after_func`](crate::Context::after_func).
 ///
 /// Dropping it does **not** stop the callback (as in Go, where the stop function may be
-/// ignored); call [`AfterFunc::stop`] to do that.
+/// ignored); call [`AfterFunc::stop`] to do that. Exactly one of two things happens: the callback
+/// runs (once), or a `stop()` returns `true`.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use ctx_runtime::Context;
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// let (tx, rx) = mpsc::channel();
+/// let after = ctx.after_func(move || tx.send(()).unwrap());
+/// cancel.cancel();
+/// rx.recv().unwrap(); // it ran, on its own thread (or task, inside a runtime)
+/// assert!(!after.stop()); // too late to stop it
+/// ```
 pub struct AfterFunc {
     shared: Arc<AfterShared>,
     reg: Option<(Arc<Node>, usize)>,

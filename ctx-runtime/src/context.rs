@@ -55,12 +55,28 @@ pub struct Context {
 
 impl Context {
     /// The root of every tree: never cancelled, no deadline, no values. Costs nothing.
+    ///
+    /// ```
+    /// use ctx_runtime::Context;
+    ///
+    /// let root = Context::background();
+    /// assert!(!root.is_done());
+    /// assert_eq!(root.deadline(), None);
+    /// assert_eq!(format!("{root:?}"), "Background");
+    /// ```
     pub fn background() -> Context {
         Context { node: None }
     }
 
     /// Like [`Context::background`], but says (in `Debug`) that the right context has yet to be
     /// plumbed through: a placeholder to find and replace later.
+    ///
+    /// ```
+    /// use ctx_runtime::Context;
+    ///
+    /// let (ctx, _cancel) = Context::todo().with_cancel();
+    /// assert_eq!(format!("{ctx:?}"), "TODO.WithCancel");
+    /// ```
     pub fn todo() -> Context {
         Context {
             node: Some(Arc::new(Node {
@@ -106,7 +122,18 @@ impl Context {
     }
 
     /// Like [`Context::with_cancel`], but the handle cancels with a cause of the caller's choice,
-    /// which [`Context::cause`] then reports (Go's `WithCancelCause`).
+    /// which [`Context::cause`] then reports (Go's `WithCancelCause`). The first cause wins.
+    ///
+    /// ```
+    /// use ctx_runtime::{Context, Error};
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel_cause();
+    /// let (child, _cancel_child) = ctx.with_cancel();
+    /// cancel.cancel(std::io::Error::other("client went away"));
+    /// cancel.cancel(std::io::Error::other("ignored: the first cause wins"));
+    /// assert_eq!(child.err(), Some(Error::Canceled));
+    /// assert_eq!(child.cause().unwrap().to_string(), "client went away");
+    /// ```
     #[track_caller]
     pub fn with_cancel_cause(&self) -> (Context, CancelCauseHandle) {
         let at = Location::caller();
@@ -118,14 +145,39 @@ impl Context {
     /// handle or its parent. If the parent's deadline is earlier, the child keeps the parent's.
     ///
     /// Deadlines follow tokio's clock inside a runtime (so `tokio::time::pause()` works) and fire
-    /// without anyone polling the context, also outside any runtime.
+    /// without anyone polling the context, also outside any runtime. A deadline that has passed
+    /// already gives a context that is done at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ctx_runtime::{Context, Error, Instant};
+    ///
+    /// let soon = Instant::now() + Duration::from_secs(30);
+    /// let (parent, _p) = Context::background().with_deadline(soon);
+    /// let (child, _c) = parent.with_deadline(soon + Duration::from_secs(60));
+    /// assert_eq!(child.deadline(), Some(soon)); // the parent's earlier deadline wins
+    ///
+    /// let (late, _l) = Context::background().with_deadline(Instant::now());
+    /// assert_eq!(late.err(), Some(Error::DeadlineExceeded));
+    /// ```
     #[track_caller]
     pub fn with_deadline(&self, at: Instant) -> (Context, CancelHandle) {
         self.deadline_child(at, None, Location::caller())
     }
 
     /// Like [`Context::with_deadline`], but a deadline hit reports `cause` from
-    /// [`Context::cause`] (`err()` still says [`Error::DeadlineExceeded`]).
+    /// [`Context::cause`] (`err()` still says [`Error::DeadlineExceeded`]). If the parent's
+    /// deadline comes first, it is the parent's cause that is reported, as in Go.
+    ///
+    /// ```
+    /// use ctx_runtime::{Context, Error, Instant};
+    ///
+    /// let at = Instant::now();
+    /// let (ctx, _cancel) =
+    ///     Context::background().with_deadline_cause(at, std::io::Error::other("slow backend"));
+    /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    /// assert_eq!(ctx.cause().unwrap().to_string(), "slow backend");
+    /// ```
     #[track_caller]
     pub fn with_deadline_cause(
         &self,
@@ -135,7 +187,9 @@ impl Context {
         self.deadline_child(at, Some(cause.into()), Location::caller())
     }
 
-    /// `with_deadline(now + after)`. A timeout too large to represent means no deadline.
+    /// `with_deadline(now + after)`. A zero timeout gives a context that is done at once; a
+    /// timeout too large to represent (such as `Duration::MAX`) means no deadline of its own
+    /// (the context is then like [`Context::with_cancel`]).
     ///
     /// ```
     /// use std::time::Duration;
@@ -160,7 +214,17 @@ impl Context {
         }
     }
 
-    /// `with_deadline_cause(now + after, cause)`.
+    /// `with_deadline_cause(now + after, cause)`; the same rules as [`Context::with_timeout`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ctx_runtime::{Context, Error};
+    ///
+    /// let (ctx, _cancel) =
+    ///     Context::background().with_timeout_cause(Duration::ZERO, std::io::Error::other("no budget"));
+    /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    /// assert_eq!(ctx.cause().unwrap().to_string(), "no budget");
+    /// ```
     #[track_caller]
     pub fn with_timeout_cause(
         &self,
@@ -256,6 +320,22 @@ impl Context {
 
     /// A child that keeps this context's values but is never cancelled and has no deadline (Go's
     /// `WithoutCancel`): for work that must outlive the request, such as an audit write.
+    ///
+    /// ```
+    /// use ctx_runtime::{Context, ContextKey};
+    ///
+    /// struct RequestId;
+    /// impl ContextKey for RequestId {
+    ///     type Value = u64;
+    /// }
+    ///
+    /// let (request, cancel) = Context::background().with_value::<RequestId>(9).with_cancel();
+    /// let audit = request.without_cancel();
+    /// cancel.cancel();
+    /// assert!(request.is_done());
+    /// assert!(!audit.is_done());
+    /// assert_eq!(audit.value::<RequestId>(), Some(&9));
+    /// ```
     pub fn without_cancel(&self) -> Context {
         self.wrap(Arc::new(Node {
             parent: self.node.clone(),
@@ -264,7 +344,9 @@ impl Context {
     }
 
     /// Runs `f` once, on its own task (or thread, outside a tokio runtime), after this context is
-    /// done; at once if it is done already. Cancelling never waits for `f`.
+    /// done; at once if it is done already. Cancelling never waits for `f`, and a panic in `f`
+    /// stays on its task or thread. On a context that can never be cancelled `f` never runs (and
+    /// the first [`AfterFunc::stop`] returns `true`).
     ///
     /// ```
     /// use std::sync::mpsc;
@@ -289,6 +371,15 @@ impl Context {
     }
 
     /// Whether this context is done. One atomic load.
+    ///
+    /// ```
+    /// use ctx_runtime::Context;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// assert!(!ctx.is_done());
+    /// cancel.cancel();
+    /// assert!(ctx.is_done());
+    /// ```
     #[inline]
     pub fn is_done(&self) -> bool {
         match self.core() {
@@ -302,6 +393,15 @@ impl Context {
     ///
     /// A deadline that has passed is reported even if its timer has not fired yet (for instance
     /// outside a runtime): reading it fires it.
+    ///
+    /// ```
+    /// use ctx_runtime::{Context, Error};
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// assert_eq!(ctx.err(), None);
+    /// drop(cancel);
+    /// assert_eq!(ctx.err(), Some(Error::Canceled));
+    /// ```
     pub fn err(&self) -> Option<Error> {
         let core = self.core()?;
         let st = core.state();
@@ -316,18 +416,30 @@ impl Context {
     /// constructor, else the [`Error`] itself; inherited from the ancestor whose cancellation
     /// reached this context first. `None` while live. Its `Debug` names where the cancellation
     /// came from.
+    ///
+    /// ```
+    /// use ctx_runtime::{Context, Error};
+    ///
+    /// let (parent, cancel) = Context::background().with_cancel();
+    /// let (child, _cancel_child) = parent.with_cancel();
+    /// cancel.cancel();
+    /// let cause = child.cause().unwrap();
+    /// assert_eq!(cause.downcast_ref::<Error>(), Some(&Error::Canceled));
+    /// assert!(format!("{cause:?}").contains("cancel() called at"));
+    /// ```
     pub fn cause(&self) -> Option<Cause> {
         self.err()?;
         self.core()?.cause()
     }
 
     /// The time at which this context will be cancelled by a deadline: its own or the nearest
-    /// earlier one of its ancestors.
+    /// earlier one of its ancestors. `None` without a deadline.
     pub fn deadline(&self) -> Option<Instant> {
         self.core().and_then(|c| c.deadline)
     }
 
-    /// The nearest value stored under key `K`, walking towards the root.
+    /// The nearest value stored under key `K`, walking towards the root (see
+    /// [`Context::with_value`]).
     #[inline]
     pub fn value<K: ContextKey>(&self) -> Option<&K::Value> {
         let want = TypeId::of::<K>();
@@ -344,7 +456,15 @@ impl Context {
         None
     }
 
-    /// Whether `self` and `other` are the same node of the tree.
+    /// Whether `self` and `other` are the same node of the tree (not: equal contents).
+    ///
+    /// ```
+    /// use ctx_runtime::Context;
+    ///
+    /// let (a, _cancel) = Context::background().with_cancel();
+    /// assert!(a.same(&a.clone()));
+    /// assert!(!a.same(&Context::background()));
+    /// ```
     pub fn same(&self, other: &Context) -> bool {
         match (&self.node, &other.node) {
             (None, None) => true,
@@ -355,6 +475,17 @@ impl Context {
 
     /// How many children, waiters and callbacks this context's cancellation would reach directly
     /// (0 for a context that cannot be cancelled). Meant for tests and diagnostics of leaks.
+    ///
+    /// ```
+    /// use ctx_runtime::Context;
+    ///
+    /// let (parent, _cancel) = Context::background().with_cancel();
+    /// let (child, cancel_child) = parent.with_cancel();
+    /// assert_eq!(parent.registered(), 1);
+    /// drop(cancel_child); // a cancelled child leaves at once
+    /// assert_eq!(parent.registered(), 0);
+    /// # drop(child);
+    /// ```
     pub fn registered(&self) -> usize {
         self.core().map_or(0, |c| c.registered())
     }

@@ -14,6 +14,10 @@ use crate::sync::Arc;
 /// `Send + Sync`; share it with an `Arc` or pass it to the task that decides. Cancelling twice is
 /// a no-op: the first cancellation wins.
 ///
+/// The cause's `Debug` names where the cancellation came from: the `file:line` of the `cancel()`
+/// call, or, when the handle was dropped, where the handle was *created* (a `Drop` impl cannot
+/// know the place of its own call).
+///
 /// ```
 /// use ctx_runtime::{Context, Error};
 ///

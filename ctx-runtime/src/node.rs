@@ -20,7 +20,7 @@ use slab::Slab;
 use crate::Instant;
 use crate::after::AfterShared;
 use crate::error::{Cause, Error};
-use crate::sync::{Arc, AtomicU8, AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{Arc, AtomicU8, AtomicUsize, Mutex, Ordering, arc_into_inner, lock};
 use crate::timer::TimerHandle;
 
 pub(crate) const LIVE: u8 = 0;
@@ -173,10 +173,16 @@ impl CancelCore {
     }
 
     /// Stores the deadline timer, or stops it at once if the node is already done.
+    ///
+    /// A timer task dropped before it fired (its runtime shut down) hands the deadline to the
+    /// fallback thread, possibly before `timer::start` stored the task's handle: a task handle
+    /// never replaces a thread one (that task is gone).
     pub(crate) fn set_timer(&self, t: TimerHandle) {
         let mut g = lock(&self.inner);
         if self.state.load(Ordering::Relaxed) == LIVE {
-            g.timer = Some(t);
+            if !(t.is_task() && g.timer.as_ref().is_some_and(|old| !old.is_task())) {
+                g.timer = Some(t);
+            }
         } else {
             drop(g);
             t.stop();
@@ -217,6 +223,36 @@ impl CancelCore {
 fn fire_own_deadline(core: &CancelCore, at: Instant) {
     let cause = core.deadline_cause(at);
     cancel_core(core, Error::DeadlineExceeded, cause, true);
+}
+
+impl Drop for Node {
+    /// Unlinks a chain of nodes that dies with this one iteratively: dropping a deep tree
+    /// recursively would overflow the stack.
+    fn drop(&mut self) {
+        let mut next = self.parent.take();
+        // The source is an ancestor that `next` still keeps alive: this is never the last `Arc`.
+        drop(self.kind.take_source());
+        while let Some(parent) = next {
+            match arc_into_inner(parent) {
+                Some(mut node) => {
+                    next = node.parent.take();
+                    drop(node.kind.take_source());
+                    // `node` drops here with nothing left to unlink.
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+impl Kind {
+    fn take_source(&mut self) -> Option<Arc<Node>> {
+        match self {
+            Kind::Cancel(c) => c.parent.take(),
+            Kind::Value(v) => v.source.take(),
+            Kind::Todo | Kind::WithoutCancel => None,
+        }
+    }
 }
 
 /// Makes a new cancellable node under `parent` (the context's node) whose nearest cancellable
@@ -262,7 +298,8 @@ pub(crate) fn new_cancel(
 }
 
 /// Cancels `node` and every cancellable descendant with `err` and `cause`, if it is still live.
-/// Returns whether this call did it.
+/// Returns whether this call did it. Every node of the subtree is marked done before any waiter
+/// is woken or callback started.
 pub(crate) fn cancel(node: &Node, err: Error, cause: Cause) -> bool {
     cancel_core(node.expect_core(), err, cause, true)
 }
@@ -274,15 +311,23 @@ fn cancel_core(core: &CancelCore, err: Error, cause: Cause, detach: bool) -> boo
     if detach {
         detach_from_parent(core);
     }
-    // Walk the subtree without recursion: trees may be arbitrarily deep.
-    let mut stack: Vec<Arc<Node>> = Vec::new();
-    notify(entries, &mut stack);
-    while let Some(child) = stack.pop() {
+    // Mark the whole subtree first, then wake: whoever is woken sees every descendant done
+    // (except those another thread is cancelling at the same moment, which it finishes itself).
+    // Walk without recursion, breadth first: trees may be arbitrarily deep.
+    let mut wake: Vec<Entry> = Vec::new();
+    let mut queue: Vec<Arc<Node>> = Vec::new();
+    sort(entries, &mut queue, &mut wake);
+    let mut next = 0;
+    while let Some(child) = queue.get(next) {
+        next += 1;
         if let Some(entries) = mark_done(child.expect_core(), err, &cause) {
             // Its parent (us, or a node below us) is done and has dropped its registry already.
-            notify(entries, &mut stack);
+            sort(entries, &mut queue, &mut wake);
         }
     }
+    notify(wake);
+    // The children's `Arc`s (possibly the last ones) go here, outside every lock.
+    drop(queue);
     true
 }
 
@@ -303,14 +348,32 @@ fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Slab<Entry>
     Some(entries)
 }
 
-/// Wakes waiters and starts callbacks at once; queues children for the caller's walk.
-fn notify(entries: Slab<Entry>, stack: &mut Vec<Arc<Node>>) {
+/// Queues children for the walk, and waiters and callbacks for waking, in registration order.
+fn sort(entries: Slab<Entry>, queue: &mut Vec<Arc<Node>>, wake: &mut Vec<Entry>) {
     for (_, entry) in entries {
         match entry {
+            Entry::Child(c) => queue.push(c),
+            other => wake.push(other),
+        }
+    }
+}
+
+/// Wakes waiters and starts callbacks, outside every lock. A panicking waker neither stops the
+/// others from being woken nor leaves the tree half cancelled; its panic resumes afterwards.
+fn notify(wake: Vec<Entry>) {
+    let mut panic = None;
+    for entry in wake {
+        let run = std::panic::AssertUnwindSafe(move || match entry {
             Entry::Waiter(w) => w.wake(),
             Entry::After(a) => a.fire(),
-            Entry::Child(c) => stack.push(c),
+            Entry::Child(_) => {}
+        });
+        if let Err(p) = std::panic::catch_unwind(run) {
+            panic.get_or_insert(p);
         }
+    }
+    if let Some(p) = panic {
+        std::panic::resume_unwind(p);
     }
 }
 

@@ -58,7 +58,16 @@ impl Context {
         }
     }
 
-    /// Makes `self` the current context while `f` runs.
+    /// Makes `self` the current context while `f` runs (synchronous code, any thread).
+    ///
+    /// ```
+    /// use ctx_runtime::Context;
+    ///
+    /// let (ctx, _cancel) = Context::background().with_cancel();
+    /// let seen = ctx.sync_scope(Context::current);
+    /// assert!(seen.same(&ctx));
+    /// assert!(Context::try_current().is_none());
+    /// ```
     pub fn sync_scope<R>(&self, f: impl FnOnce() -> R) -> R {
         CURRENT.sync_scope(self.clone(), f)
     }

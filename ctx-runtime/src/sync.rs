@@ -18,3 +18,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
         Err(poisoned) => poisoned.into_inner(),
     }
 }
+
+/// `Arc::into_inner`: the value if this was the last reference (race-free: of several threads
+/// dropping the last references at once, exactly one gets it).
+#[cfg(not(loom))]
+pub(crate) fn arc_into_inner<T>(a: Arc<T>) -> Option<T> {
+    Arc::into_inner(a)
+}
+
+#[cfg(loom)]
+pub(crate) fn arc_into_inner<T>(a: Arc<T>) -> Option<T> {
+    Arc::try_unwrap(a).ok()
+}

@@ -21,6 +21,10 @@ pub(crate) enum TimerHandle {
 }
 
 impl TimerHandle {
+    pub(crate) fn is_task(&self) -> bool {
+        matches!(self, TimerHandle::Task(_))
+    }
+
     pub(crate) fn stop(self) {
         match self {
             TimerHandle::Task(h) => h.abort(),

@@ -1,0 +1,71 @@
+//! The `#[context_key(..)]` arguments. To add one: a field here, a row in `ACCEPTED`, a branch in
+//! `parse_one`.
+
+use syn::Attribute;
+use syn::meta::ParseNestedMeta;
+
+use crate::args::{name_value, set_once, skip_value};
+use crate::errors::Errors;
+
+/// What the user wrote in every `#[context_key(..)]` on the key type.
+#[derive(Default)]
+pub(crate) struct KeyArgs {
+    /// `value = Type`: a marker key carrying a `Type`; absent, the key is its own value.
+    pub(crate) value: Option<syn::Type>,
+    /// `crate = path`: where `ctxkit` is, when it is re-exported.
+    pub(crate) krate: Option<syn::Path>,
+}
+
+/// The accepted arguments, for the "unknown argument" message.
+const ACCEPTED: &str = "`value = Type` (a marker key carrying a `Type`) and \
+                        `crate = path::to::ctxkit` (when ctxkit is re-exported)";
+
+pub(crate) fn parse(attrs: &[Attribute], errors: &mut Errors) -> KeyArgs {
+    let mut args = KeyArgs::default();
+    for attr in attrs.iter().filter(|a| a.path().is_ident("context_key")) {
+        if attr.meta.require_list().is_err() {
+            errors.spanned(
+                attr,
+                "expected `#[context_key(value = Type)]`: the arguments go in parentheses",
+            );
+            continue;
+        }
+        let result = attr.parse_nested_meta(|meta| {
+            if let Err(e) = parse_one(&meta, &mut args, errors) {
+                errors.push(e);
+            }
+            Ok(())
+        });
+        errors.ok(result);
+    }
+    args
+}
+
+fn parse_one(meta: &ParseNestedMeta, args: &mut KeyArgs, errors: &mut Errors) -> syn::Result<()> {
+    if meta.path.is_ident("value") {
+        let ty = name_value(
+            meta,
+            "a type: `value = Type`, e.g. `value = String`",
+            |input| input.parse::<syn::Type>(),
+        )?;
+        set_once(&mut args.value, ty, &meta.path, errors);
+    } else if meta.path.is_ident("crate") {
+        let path = name_value(meta, "a path: `crate = path::to::ctxkit`", |input| {
+            input.call(syn::Path::parse_mod_style)
+        })?;
+        set_once(&mut args.krate, path, &meta.path, errors);
+    } else {
+        let name = quote::ToTokens::to_token_stream(&meta.path)
+            .to_string()
+            .replace(' ', "");
+        let err = syn::Error::new_spanned(
+            &meta.path,
+            format_args!(
+                "unknown `context_key` argument `{name}`; the accepted ones are {ACCEPTED}"
+            ),
+        );
+        skip_value(meta)?;
+        return Err(err);
+    }
+    Ok(())
+}

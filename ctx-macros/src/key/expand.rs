@@ -1,0 +1,97 @@
+//! The generated `ContextKey` impl and the `get` / `set` / `current` accessors.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{GenericParam, parse_quote};
+
+use super::args::KeyArgs;
+use super::validate::Checked;
+use crate::krate;
+
+pub(crate) fn key(checked: &Checked, args: &KeyArgs) -> TokenStream {
+    let private = krate::private(args.krate.as_ref());
+    let input = &checked.input;
+    let self_ty = &checked.self_ty;
+    let ident = &input.ident;
+    let vis = &input.vis;
+
+    // The value type, spanned on what the user wrote so that "not `Send`/`Sync`" points there.
+    let (value, value_span) = match &args.value {
+        Some(ty) => (quote!(#ty), ty.span()),
+        None => (quote!(#self_ty), ident.span()),
+    };
+
+    // Generic keys get the bounds the trait needs (like `derive(Clone)` adds `T: Clone`): the
+    // impl then exists exactly for the `'static`, `Send + Sync` instantiations.
+    let mut generics = input.generics.clone();
+    if generics
+        .params
+        .iter()
+        .any(|p| !matches!(p, GenericParam::Lifetime(_)))
+    {
+        let where_clause = generics.make_where_clause();
+        for param in &input.generics.params {
+            if let GenericParam::Type(t) = param {
+                let id = &t.ident;
+                where_clause.predicates.push(parse_quote!(#id: 'static));
+            }
+        }
+        where_clause
+            .predicates
+            .push(parse_quote!(#value: ::core::marker::Send + ::core::marker::Sync));
+    }
+    let (impl_generics, _, where_clause) = generics.split_for_impl();
+
+    let value_item = quote_spanned!(value_span=> type Value = #value;);
+    let key_name = ident.to_string();
+    let get_doc =
+        format!("The `{key_name}` value of `ctx`: the nearest one towards the root, if any.");
+    let set_doc = format!(
+        "A child of `ctx` carrying `value` under `{key_name}` (`ctx` itself is unchanged)."
+    );
+    let current_doc = format!(
+        "A clone of the `{key_name}` value of the current context (`Context::current()`), if \
+         any. Needs a `Clone` value."
+    );
+
+    quote! {
+        impl #impl_generics #private::ContextKey for #self_ty #where_clause {
+            #value_item
+        }
+
+        impl #impl_generics #self_ty #where_clause {
+            #[doc = #get_doc]
+            #[inline]
+            #[allow(dead_code)]
+            #vis fn get(
+                ctx: &#private::Context,
+            ) -> #private::Option<&<Self as #private::ContextKey>::Value> {
+                ctx.value::<Self>()
+            }
+
+            #[doc = #set_doc]
+            #[inline]
+            #[allow(dead_code)]
+            #vis fn set(
+                ctx: &#private::Context,
+                value: <Self as #private::ContextKey>::Value,
+            ) -> #private::Context {
+                ctx.with_value::<Self>(value)
+            }
+
+            #[doc = #current_doc]
+            #[inline]
+            #[allow(dead_code)]
+            #vis fn current<__CtxkitValue>() -> #private::Option<__CtxkitValue>
+            where
+                Self: #private::ContextKey<Value = __CtxkitValue>,
+                __CtxkitValue: #private::CurrentValue,
+            {
+                #private::Context::current()
+                    .value::<Self>()
+                    .map(#private::Clone::clone)
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+use ctxkit::ContextKey;
+
+#[derive(ContextKey)]
+#[context_key]
+struct UserName(String);
+
+fn main() {}

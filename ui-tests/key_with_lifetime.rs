@@ -1,0 +1,6 @@
+use ctxkit::ContextKey;
+
+#[derive(ContextKey)]
+struct Borrowed<'a>(&'a str);
+
+fn main() {}
