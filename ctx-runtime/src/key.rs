@@ -101,6 +101,11 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// assert_eq!(Hex::encode(&255), "ff");
 /// assert_eq!(Hex::decode("ff").unwrap(), 255);
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a text codec for `{T}`",
+    label = "cannot encode/decode `{T}` for a header",
+    note = "the default codec (`DisplayFromStr`) needs `{T}: Display + FromStr` whose `FromStr::Err` converts into `BoxError`; or name a type implementing `KeyCodec<{T}>` with `codec = path`"
+)]
 pub trait KeyCodec<T> {
     /// The text form of `value`.
     fn encode(value: &T) -> String;

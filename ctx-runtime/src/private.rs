@@ -1,9 +1,11 @@
 //! Support for the code that `ctxkit`'s macros generate. Not a public API: everything here may
 //! change in any release; generated code reaches it only as `::ctxkit::__private::…`.
 
-pub use crate::{Context, ContextKey, Error};
+pub use crate::{BoxError, Context, ContextKey, DisplayFromStr, Error, KeyCodec};
 pub use ::core::clone::Clone;
 pub use ::core::option::Option;
+pub use ::core::result::Result;
+pub use ::std::string::String;
 
 /// Bound of `K::current()`: the value is cloned out of the context, so it must be `Clone`. Its
 /// own trait so the error says what to do.
