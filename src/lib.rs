@@ -20,6 +20,6 @@
 
 pub use ctx_runtime::*;
 
-pub use ctx_macros::ContextKey;
+pub use ctx_macros::{ContextKey, cancellable};
 #[doc(hidden)]
 pub use ctx_runtime::__private;

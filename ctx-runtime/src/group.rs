@@ -37,7 +37,8 @@ type Payload = Box<dyn Any + Send + 'static>;
 /// Tasks are not raced against the context: like goroutines, they stop early by noticing it
 /// (`#[cancellable]`, [`Context::run`], [`Context::check`], [`checkpoint`](crate::checkpoint)).
 /// Finished tasks are reaped as new ones are spawned, so a long-lived group holds memory for its
-/// running tasks only.
+/// running tasks only. Tasks that a task spawns itself (`tokio::spawn`, [`spawn`](crate::spawn))
+/// are not the group's: they see its context, but are neither waited for nor aborted.
 ///
 /// The error type only needs `Display` (for the cause) and `Send + 'static`; it usually also
 /// implements `From<ctxkit::Error>` so that tasks can use `?` on cancellation.

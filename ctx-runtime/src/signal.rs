@@ -114,11 +114,14 @@ impl std::error::Error for SignalReceived {}
 /// while no `notify` context listens for it, resets the signal to its default disposition and
 /// raises it again (`signal_hook::low_level::emulate_default_handler`), so the process's parent
 /// sees it killed by the signal, as it expects (a shell then stops its script, for instance).
-/// Between the first `notify` and the end of the process, that is the behaviour even for code
-/// that listens with `tokio::signal` directly: ctxkit cannot see those listeners. Until the
-/// listener task has seen the context done (a moment after `stop` or the first signal), signals
-/// are still caught. Elsewhere than on Unix there is no such emulation: Ctrl-C stays caught by
-/// tokio.
+/// That handler decides before the listeners hear the delivery, so the first signal is never
+/// taken for a second one. Consequences to know:
+/// - From the first `notify` for a signal to the end of the process, a delivery that no
+///   `notify` context listens for ends the process, even if other code listens with
+///   `tokio::signal` (ctxkit cannot see those listeners).
+/// - Until the listener task has seen its context done (a moment after `stop`, the parent's
+///   cancellation or the first signal), signals are still caught.
+/// - Elsewhere than on Unix there is no such emulation: there Ctrl-C stays caught by tokio.
 ///
 /// If listening fails (the operating system refuses the handler), the context is returned
 /// already cancelled, with the error as its cause.
@@ -166,6 +169,7 @@ async fn listen(mut listener: sys::Listener, mut done: Done, by_signal: CancelCa
     .await;
     if let Some(signal) = heard {
         by_signal.cancel(SignalReceived(signal));
+        listener.settle(signal).await;
     }
     // Dropping the listener here tells the default action that one listener fewer is left.
 }
@@ -198,6 +202,35 @@ mod sys {
         }
     }
 
+    /// Per signal: set by every delivery, right after the default action was considered.
+    static SEEN: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
+
+    /// Adds, once per signal, the handler actions that run the default action while no listener
+    /// is live and then set `SEEN`. A signal handler runs its actions in the order they were
+    /// added: these come before tokio's own action unless other code listened with tokio first.
+    fn hook(s: Signal) {
+        HOOKED[s.index()].call_once(|| {
+            // Best effort: without them a second signal is caught like the first.
+            let i = s.index();
+            let _ = signal_hook::flag::register_conditional_default(raw(s), &DEFAULT[i]);
+            let _ = signal_hook::flag::register(raw(s), &SEEN[i]);
+        });
+    }
+
+    /// Waits until the handler has considered the default action for the delivery this listener
+    /// heard: when tokio's action ran first (someone listened with tokio before the first
+    /// `notify`), the listener may hear the signal before that, and disarming then would make
+    /// the same delivery end the process. Bounded: the flag may have been reset by a new
+    /// listener meanwhile, which keeps the default action off anyway.
+    async fn settle(s: Signal) {
+        let start = std::time::Instant::now();
+        while !SEEN[s.index()].load(SeqCst)
+            && start.elapsed() < std::time::Duration::from_millis(100)
+        {
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// One live listener of one signal; dropping it may make the default action due.
     struct Armed(Signal);
 
@@ -206,6 +239,7 @@ mod sys {
             let mut live = LISTENERS.lock().unwrap_or_else(PoisonError::into_inner);
             live[s.index()] += 1;
             DEFAULT[s.index()].store(false, SeqCst);
+            SEEN[s.index()].store(false, SeqCst);
             Armed(s)
         }
     }
@@ -232,18 +266,16 @@ mod sys {
                 // Armed before the stream exists, so the default action is never due while
                 // this listener could still hear the signal.
                 let armed = Armed::new(s);
+                hook(s);
                 let stream = signal(SignalKind::from_raw(raw(s)))
                     .map_err(|e| io::Error::new(e.kind(), format!("cannot listen for {s}: {e}")))?;
-                HOOKED[s.index()].call_once(|| {
-                    // Best effort: without it a second signal is caught like the first.
-                    let _ = signal_hook::flag::register_conditional_default(
-                        raw(s),
-                        &DEFAULT[s.index()],
-                    );
-                });
                 streams.push((s, stream, armed));
             }
             Ok(Some(Listener { streams }))
+        }
+
+        pub(super) async fn settle(&self, s: Signal) {
+            settle(s).await
         }
 
         pub(super) fn poll_recv(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Signal>> {
@@ -278,6 +310,8 @@ mod sys {
             Ok(Some(Listener { ctrl_c: ctrl_c()? }))
         }
 
+        pub(super) async fn settle(&self, _: Signal) {}
+
         pub(super) fn poll_recv(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Signal>> {
             match self.ctrl_c.poll_recv(cx) {
                 Poll::Ready(Some(())) => Poll::Ready(Some(Signal::Interrupt)),
@@ -299,6 +333,10 @@ mod sys {
     impl Listener {
         pub(super) fn new(_: &[Signal]) -> io::Result<Option<Listener>> {
             Ok(None)
+        }
+
+        pub(super) async fn settle(&self, _: Signal) {
+            match *self {}
         }
 
         pub(super) fn poll_recv(&mut self, _: &mut TaskContext<'_>) -> Poll<Option<Signal>> {
