@@ -468,6 +468,48 @@ async fn dropping_the_wait_future_aborts_the_remaining_tasks() {
     assert_eq!(dropped(&mut rx, 1).await, ["stuck"]);
 }
 
+#[tokio::test]
+async fn an_empty_group_waits_for_nothing_and_still_cancels_its_context() {
+    let group: Group<AppError> = Group::new(&Context::background());
+    let ctx = group.context().clone();
+    assert_eq!(group.wait().await, Ok(()));
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_group_that_failed_keeps_admitting_tasks_so_a_producer_never_hangs() {
+    let group: Group<AppError> = Group::with_limit(&Context::background(), 1);
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut fed = 0;
+    for i in 0..100 {
+        if group.context().is_done() {
+            break; // the producer stops feeding a failed group
+        }
+        let started = started.clone();
+        // The slot is held until each task ends: the tasks after the failure end at once.
+        timeout(
+            Duration::from_secs(30),
+            group.spawn(async move {
+                started.fetch_add(1, SeqCst);
+                if i == 3 {
+                    return Err(AppError::Failed("item 3"));
+                }
+                Context::current()
+                    .run(sleep(Duration::from_millis(10)))
+                    .await?;
+                Ok(())
+            }),
+        )
+        .await
+        .expect("spawn found a slot");
+        fed += 1;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(group.wait().await, Err(AppError::Failed("item 3")));
+    assert!(fed <= 5, "fed {fed} tasks");
+    assert_eq!(started.load(SeqCst), fed);
+}
+
 #[tokio::test(start_paused = true)]
 async fn finished_tasks_are_reaped_as_new_ones_spawn() {
     let group: Group<AppError> = Group::new(&Context::background());

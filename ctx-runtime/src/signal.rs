@@ -61,6 +61,7 @@ impl Signal {
         }
     }
 
+    #[cfg_attr(not(unix), allow(dead_code))]
     fn index(self) -> usize {
         match self {
             Signal::Interrupt => 0,
