@@ -40,8 +40,37 @@ use proc_macro::TokenStream;
 /// - `K::current() -> Option<Value>`: a clone of the current context's value; only this one
 ///   needs `Value: Clone`, and only where it is called.
 ///
-/// Arguments of `#[context_key(..)]`: `value = Type`, `crate = path::to::ctxkit` (when ctxkit is
-/// re-exported under another path).
+/// Arguments of `#[context_key(..)]`: `value = Type`, `header = "x-name"`, `codec = path`,
+/// `crate = path::to::ctxkit` (when ctxkit is re-exported under another path).
+///
+/// A key's value never leaves the process unless the key names a header: with
+/// `header = "x-request-id"` (lower case; not one of `grpc-timeout`, `traceparent`, `tracestate`,
+/// `baggage`) the impl also sets `ContextKey::HEADER` and encodes/decodes the value with its
+/// `Display` and `FromStr`, or with `codec = path` naming a `KeyCodec`. The propagation code
+/// (feature `http`) then sends it, and a server decodes it if it accepts the key.
+///
+/// ```
+/// use ctxkit::{BoxError, ContextKey, KeyCodec};
+///
+/// #[derive(ContextKey)]
+/// #[context_key(value = u64, header = "x-request-id")]
+/// struct RequestId;
+///
+/// struct Hex;
+/// impl KeyCodec<u32> for Hex {
+///     fn encode(v: &u32) -> String { format!("{v:x}") }
+///     fn decode(s: &str) -> Result<u32, BoxError> { Ok(u32::from_str_radix(s, 16)?) }
+/// }
+///
+/// #[derive(ContextKey)]
+/// #[context_key(value = u32, header = "x-shard", codec = Hex)]
+/// struct Shard;
+///
+/// assert_eq!(RequestId::HEADER, Some("x-request-id"));
+/// assert_eq!(RequestId::encode(&42).as_deref(), Some("42"));
+/// assert_eq!(Shard::encode(&255).as_deref(), Some("ff"));
+/// assert_eq!(Shard::decode("ff").unwrap(), 255);
+/// ```
 ///
 /// A key must be `'static` (a lifetime parameter is an error) and its value `Send + Sync`.
 /// Generic keys are fine: the impl gets `T: 'static` bounds and `Value: Send + Sync`.

@@ -34,10 +34,16 @@ mod group;
 mod handle;
 mod key;
 mod node;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod propagation;
 mod scope;
 pub mod signal;
 mod sync;
 mod timer;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 pub use after::AfterFunc;
 pub use checkpoint::checkpoint;
@@ -46,7 +52,7 @@ pub use done::Done;
 pub use error::{Cause, Error};
 pub use group::{Group, TaskFailed};
 pub use handle::{CancelCauseHandle, CancelHandle};
-pub use key::ContextKey;
+pub use key::{BoxError, ContextKey, DisplayFromStr, KeyCodec};
 pub use scope::{Run, Scoped, spawn};
 /// Deadlines are tokio's instants, so they follow tokio's (pausable) clock.
 pub use tokio::time::Instant;

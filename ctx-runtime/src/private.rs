@@ -28,11 +28,12 @@ use crate::CancelHandle;
 use crate::done::Registration;
 use crate::scope::Scoped;
 
-pub use crate::{Context, ContextKey, Error};
+pub use crate::{BoxError, Context, ContextKey, DisplayFromStr, Error, KeyCodec};
 pub use ::core::clone::Clone;
 pub use ::core::mem::drop;
 pub use ::core::option::Option;
 pub use ::core::result::Result;
+pub use ::std::string::String;
 
 /// Bound of `K::current()`: the value is cloned out of the context, so it must be `Clone`. Its
 /// own trait so the error says what to do.
