@@ -19,7 +19,7 @@ use slab::Slab;
 
 use crate::Instant;
 use crate::after::AfterShared;
-use crate::error::{Cause, Error};
+use crate::error::{Cause, Error, PlainCause};
 use crate::sync::{Arc, AtomicU8, AtomicUsize, Mutex, Ordering, arc_into_inner, lock};
 use crate::timer::TimerHandle;
 
@@ -89,13 +89,63 @@ pub(crate) struct CancelCore {
     inner: Mutex<Inner>,
 }
 
+/// What a node's lock guards. Kept small (every node of every kind is as large as the largest
+/// kind): a plain cancellation's cause fits inline, everything else that most nodes never need
+/// (a registry, a timer, a custom cause) lives in `more`, boxed on first use.
 #[derive(Default)]
 struct Inner {
+    /// The cause, when it is a plain one (`cancel()`, a dropped handle).
+    plain: Option<PlainCause>,
+    more: Option<Box<More>>,
+}
+
+#[derive(Default)]
+struct More {
     entries: Slab<Entry>,
+    /// The cause, when it is not a plain one.
     cause: Option<Cause>,
     timer: Option<TimerHandle>,
     /// What a deadline hit reports instead of `DeadlineExceeded` (`with_deadline_cause`).
     deadline_cause: Option<Cause>,
+}
+
+impl Inner {
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    fn set_cause(&mut self, cause: &Cause) {
+        match cause.to_plain() {
+            Some(p) => self.plain = Some(p),
+            None => self.more().cause = Some(cause.clone()),
+        }
+    }
+
+    fn cause(&self) -> Option<Cause> {
+        match self.plain {
+            Some(p) => Some(Cause::from(p)),
+            None => self.more.as_ref()?.cause.clone(),
+        }
+    }
+
+    fn entries_len(&self) -> usize {
+        self.more.as_ref().map_or(0, |m| m.entries.len())
+    }
+
+    /// Removes entry `key`; gives the memory of a registry that grew under a burst back once
+    /// it is empty.
+    fn remove(&mut self, key: usize) -> Option<Entry> {
+        let m = self.more.as_mut()?;
+        let e = m.entries.try_remove(key);
+        if m.entries.is_empty() && m.entries.capacity() > 64 {
+            if m.cause.is_none() && m.timer.is_none() && m.deadline_cause.is_none() {
+                self.more = None;
+            } else {
+                m.entries = Slab::new();
+            }
+        }
+        e
+    }
 }
 
 pub(crate) enum Entry {
@@ -127,7 +177,7 @@ impl CancelCore {
         if self.state() == LIVE {
             return None;
         }
-        lock(&self.inner).cause.clone()
+        lock(&self.inner).cause()
     }
 
     /// Registers `entry`; gives it back when the node is already done.
@@ -136,7 +186,7 @@ impl CancelCore {
         if self.state.load(Ordering::Relaxed) != LIVE {
             return Err(entry);
         }
-        Ok(g.entries.insert(entry))
+        Ok(g.more().entries.insert(entry))
     }
 
     /// Replaces the waker of waiter `key` (no-op once done).
@@ -145,7 +195,7 @@ impl CancelCore {
         if self.state.load(Ordering::Relaxed) != LIVE {
             return;
         }
-        if let Some(Entry::Waiter(w)) = g.entries.get_mut(key) {
+        if let Some(Entry::Waiter(w)) = g.more.as_mut().and_then(|m| m.entries.get_mut(key)) {
             w.clone_from(waker);
         }
     }
@@ -156,20 +206,18 @@ impl CancelCore {
         if self.state.load(Ordering::Relaxed) != LIVE {
             return None;
         }
-        let e = g.entries.try_remove(key);
-        // Give the memory of a registry that grew under a burst back once it is empty.
-        if g.entries.is_empty() && g.entries.capacity() > 64 {
-            g.entries = Slab::new();
-        }
-        e
+        g.remove(key)
     }
 
     pub(crate) fn set_deadline_cause(&self, c: Cause) {
-        lock(&self.inner).deadline_cause = Some(c);
+        lock(&self.inner).more().deadline_cause = Some(c);
     }
 
     pub(crate) fn custom_deadline_cause(&self) -> Option<Cause> {
-        lock(&self.inner).deadline_cause.clone()
+        lock(&self.inner)
+            .more
+            .as_ref()
+            .and_then(|m| m.deadline_cause.clone())
     }
 
     /// Stores the deadline timer, or stops it at once if the node is already done.
@@ -180,8 +228,9 @@ impl CancelCore {
     pub(crate) fn set_timer(&self, t: TimerHandle) {
         let mut g = lock(&self.inner);
         if self.state.load(Ordering::Relaxed) == LIVE {
-            if !(t.is_task() && g.timer.as_ref().is_some_and(|old| !old.is_task())) {
-                g.timer = Some(t);
+            let more = g.more();
+            if !(t.is_task() && more.timer.as_ref().is_some_and(|old| !old.is_task())) {
+                more.timer = Some(t);
             }
         } else {
             drop(g);
@@ -191,7 +240,7 @@ impl CancelCore {
 
     /// Number of registered entries (children, waiters, callbacks); for tests of the bookkeeping.
     pub(crate) fn registered(&self) -> usize {
-        lock(&self.inner).entries.len()
+        lock(&self.inner).entries_len()
     }
 
     /// If this node's effective deadline has passed but its timer has not fired yet (no runtime
@@ -283,14 +332,16 @@ pub(crate) fn new_cancel(
         let mut g = lock(&sc.inner);
         let st = sc.state.load(Ordering::Relaxed);
         if st == LIVE {
-            let key = g.entries.insert(Entry::Child(node.clone()));
+            let key = g.more().entries.insert(Entry::Child(node.clone()));
             core.key.store(key, Ordering::Relaxed);
         } else {
-            let cause = g.cause.clone();
+            let cause = g.cause();
             drop(g);
             // Born done: nobody else can see this node yet, so no one waits on it.
             let mut mine = lock(&core.inner);
-            mine.cause = cause;
+            if let Some(c) = &cause {
+                mine.set_cause(c);
+            }
             core.state.store(st, Ordering::Release);
         }
     }
@@ -337,10 +388,12 @@ fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Slab<Entry>
     if core.state.load(Ordering::Relaxed) != LIVE {
         return None;
     }
-    g.cause = Some(cause.clone());
+    g.set_cause(cause);
     core.state.store(err_state(err), Ordering::Release);
-    let entries = std::mem::take(&mut g.entries);
-    let timer = g.timer.take();
+    let (entries, timer) = match g.more.as_mut() {
+        Some(m) => (std::mem::take(&mut m.entries), m.timer.take()),
+        None => (Slab::new(), None),
+    };
     drop(g);
     if let Some(t) = timer {
         t.stop();
@@ -385,10 +438,7 @@ fn detach_from_parent(core: &CancelCore) {
         if pc.state.load(Ordering::Relaxed) == LIVE {
             let key = core.key.load(Ordering::Relaxed);
             if key != NO_KEY {
-                let removed = g.entries.try_remove(key);
-                if g.entries.is_empty() && g.entries.capacity() > 64 {
-                    g.entries = Slab::new();
-                }
+                let removed = g.remove(key);
                 drop(g);
                 // The child's Arc is dropped outside the lock (it may be the last one).
                 drop(removed);
