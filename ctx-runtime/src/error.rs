@@ -126,38 +126,46 @@ pub struct Cause {
 }
 
 /// A [`Cause`] that is a context [`Error`] from a call or a dropped handle (or from nowhere):
-/// what nearly every cancellation stores, in 16 bytes instead of a whole `Cause`.
+/// what nearly every cancellation stores, in a few bytes instead of a whole `Cause`.
 #[derive(Clone, Copy)]
-pub(crate) enum PlainCause {
-    Bare(Error),
-    Called(Error, &'static Location<'static>),
-    Dropped(Error, &'static Location<'static>),
+pub(crate) struct PlainCause {
+    pub(crate) error: Error,
+    pub(crate) origin: PlainOrigin,
+}
+
+/// The origin of a [`PlainCause`].
+#[derive(Clone, Copy)]
+pub(crate) enum PlainOrigin {
+    None,
+    Called(&'static Location<'static>),
+    Dropped(&'static Location<'static>),
 }
 
 impl Cause {
     /// This cause as a [`PlainCause`], if it is one.
     pub(crate) fn to_plain(&self) -> Option<PlainCause> {
-        let Reason::Context(e) = self.error else {
+        let Reason::Context(error) = self.error else {
             return None;
         };
-        match self.origin {
-            None => Some(PlainCause::Bare(e)),
-            Some(Origin::Called(l)) => Some(PlainCause::Called(e, l)),
-            Some(Origin::Dropped(l)) => Some(PlainCause::Dropped(e, l)),
-            Some(Origin::Deadline { .. }) => None,
-        }
+        let origin = match self.origin {
+            None => PlainOrigin::None,
+            Some(Origin::Called(l)) => PlainOrigin::Called(l),
+            Some(Origin::Dropped(l)) => PlainOrigin::Dropped(l),
+            Some(Origin::Deadline { .. }) => return None,
+        };
+        Some(PlainCause { error, origin })
     }
 }
 
 impl From<PlainCause> for Cause {
     fn from(p: PlainCause) -> Cause {
-        let (e, origin) = match p {
-            PlainCause::Bare(e) => (e, None),
-            PlainCause::Called(e, l) => (e, Some(Origin::Called(l))),
-            PlainCause::Dropped(e, l) => (e, Some(Origin::Dropped(l))),
+        let origin = match p.origin {
+            PlainOrigin::None => None,
+            PlainOrigin::Called(l) => Some(Origin::Called(l)),
+            PlainOrigin::Dropped(l) => Some(Origin::Dropped(l)),
         };
         Cause {
-            error: Reason::Context(e),
+            error: Reason::Context(p.error),
             origin,
         }
     }
