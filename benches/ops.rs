@@ -8,6 +8,7 @@
 use std::hint::black_box;
 
 use ctxkit::{Context, ContextKey};
+use tokio_util::sync::CancellationToken;
 
 struct RootKey;
 impl ContextKey for RootKey {
@@ -28,6 +29,7 @@ fn main() {
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let bg = Context::background();
     let (parent, _p) = bg.with_cancel();
+    let token = CancellationToken::new();
     let mut chain = bg.with_value::<RootKey>(1);
     for i in 1..100 {
         chain = chain.with_value::<Other>(i);
@@ -38,6 +40,8 @@ fn main() {
             "create_drop" => drop(black_box(bg.with_cancel())),
             "create_drop_parent" => drop(black_box(parent.with_cancel())),
             "create_drop_value" => drop(black_box(bg.with_value::<RootKey>(1))),
+            "tokio_create_drop" => drop(black_box(CancellationToken::new())),
+            "tokio_create_drop_parent" => drop(black_box(token.child_token())),
             "is_done" => {
                 black_box(black_box(&parent).is_done());
             }

@@ -413,6 +413,10 @@ pub(crate) fn cancel(node: &Node, err: Error, cause: Cause) -> bool {
         return false;
     };
     detach_from_parent(node);
+    if entries.is_empty() {
+        // Nothing below and nobody waiting: the common case of a handle dropped after use.
+        return true;
+    }
     // Mark the whole subtree first, then wake: whoever is woken sees every descendant done
     // (except those another thread is cancelling at the same moment, which it finishes itself).
     // Walk without recursion, breadth first: trees may be arbitrarily deep.
@@ -481,6 +485,33 @@ fn notify(wake: Vec<Entry>) {
     }
 }
 
+/// The drop of `node`'s handle when nobody else can see the node any more: no context, waiter,
+/// timer or child holds it, and nothing waits in its registry. Cancelling it could not be
+/// observed, so it only leaves its parent's registry, and the marking, the cause and the walk
+/// are skipped. Returns `false` (nothing done but perhaps the leaving) when the node may be
+/// observed: the caller then cancels it as usual.
+///
+/// Nobody can start observing it meanwhile: a new reference needs an existing one, and besides
+/// the caller's only the parent's registry may hold one, which never hands out clones.
+pub(crate) fn release_unobserved(node: &Arc<Node>) -> bool {
+    let core = node.expect_core();
+    let registered = usize::from(core.key.load(Ordering::Relaxed) != NO_KEY);
+    if Arc::strong_count(node) != 1 + registered {
+        return false;
+    }
+    {
+        // An `after_func` callback waits in the registry without holding the node.
+        let g = lock(&core.inner);
+        if core.state.load(Ordering::Relaxed) != LIVE || g.entries_len() != 0 {
+            return false;
+        }
+    }
+    if registered == 1 {
+        detach_from_parent(node);
+    }
+    Arc::strong_count(node) == 1
+}
+
 /// Leaves the nearest cancellable ancestor's registry (no-op if it is done: it dropped us).
 fn detach_from_parent(node: &Node) {
     let core = node.expect_core();
@@ -491,6 +522,7 @@ fn detach_from_parent(node: &Node) {
             let key = core.key.load(Ordering::Relaxed);
             if key != NO_KEY {
                 let removed = g.remove(key as usize);
+                core.key.store(NO_KEY, Ordering::Relaxed);
                 drop(g);
                 // The child's Arc is dropped outside the lock (it may be the last one).
                 drop(removed);
