@@ -173,6 +173,7 @@ impl Node {
         }
     }
 
+    #[inline]
     pub(crate) fn core(&self) -> Option<&CancelCore> {
         match &self.kind {
             Kind::Cancel(c) => Some(c),
@@ -180,6 +181,7 @@ impl Node {
         }
     }
 
+    #[inline]
     pub(crate) fn expect_core(&self) -> &CancelCore {
         self.core().expect("a cancellable node")
     }
