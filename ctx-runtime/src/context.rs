@@ -10,7 +10,7 @@ use crate::done::Done;
 use crate::error::{Cause, Error, Origin};
 use crate::handle::{CancelCauseHandle, CancelHandle};
 use crate::key::ContextKey;
-use crate::node::{self, CancelCore, Kind, LIVE, Node, ValueSlot};
+use crate::node::{self, CancelCore, KeyMeta, Kind, LIVE, Node, ValueSlot};
 use crate::sync::Arc;
 use crate::{Instant, timer};
 
@@ -276,13 +276,7 @@ impl Context {
         own_deadline: bool,
         here: &'static Location<'static>,
     ) -> Arc<Node> {
-        node::new_cancel(
-            self.node.clone(),
-            self.source().cloned(),
-            deadline,
-            own_deadline,
-            here,
-        )
+        node::new_cancel(self.node.clone(), deadline, own_deadline, here)
     }
 
     fn wrap(&self, node: Arc<Node>) -> Context {
@@ -310,8 +304,12 @@ impl Context {
             parent: self.node.clone(),
             kind: Kind::Value(ValueSlot {
                 key: TypeId::of::<K>(),
-                key_name: std::any::type_name::<K>,
-                travel: crate::key::travel::<K>,
+                meta: const {
+                    &KeyMeta {
+                        name: std::any::type_name::<K>,
+                        travel: crate::key::travel::<K>,
+                    }
+                },
                 value: Box::new(value),
                 source: self.source().cloned(),
             }),
@@ -403,10 +401,11 @@ impl Context {
     /// assert_eq!(ctx.err(), Some(Error::Canceled));
     /// ```
     pub fn err(&self) -> Option<Error> {
-        let core = self.core()?;
+        let node = self.source()?;
+        let core = node.expect_core();
         let st = core.state();
         if st == LIVE {
-            core.catch_up_deadline();
+            node.catch_up_deadline();
             return node::state_err(core.state());
         }
         node::state_err(st)
@@ -510,7 +509,7 @@ impl fmt::Debug for Context {
             match &n.kind {
                 Kind::Todo => f.write_str(".TODO")?,
                 Kind::WithoutCancel => f.write_str(".WithoutCancel")?,
-                Kind::Value(v) => write!(f, ".WithValue({})", short_type_name((v.key_name)()))?,
+                Kind::Value(v) => write!(f, ".WithValue({})", short_type_name((v.meta.name)()))?,
                 Kind::Cancel(c) if c.own_deadline => {
                     let at = c.deadline.expect("own deadline");
                     let now = Instant::now();
@@ -556,7 +555,8 @@ impl CancelCore {
     /// The cause a deadline hit reports for this node.
     pub(crate) fn deadline_cause(&self, at: Instant) -> Cause {
         let origin = Origin::Deadline {
-            set_at: self.created,
+            // Only nodes with their own deadline report one, and they know where they were made.
+            set_at: self.created().unwrap_or(Location::caller()),
             at,
         };
         match self.custom_deadline_cause() {
