@@ -115,7 +115,7 @@ struct Inner {
 
 #[derive(Default)]
 struct More {
-    entries: Slab<Entry>,
+    entries: Registry,
     /// The cause, when it is not a plain one.
     cause: Option<Cause>,
     timer: Option<TimerHandle>,
@@ -147,10 +147,94 @@ impl Inner {
             {
                 self.more = None;
             } else {
-                m.entries = Slab::new();
+                m.entries = Registry::Empty;
             }
         }
         e
+    }
+}
+
+/// A slab of entries that keeps a lone entry inline: most nodes have at most one waiter or
+/// child, which then needs no slab of its own (no allocation, nothing to free at the walk).
+/// Keys are the slab's; the lone entry's key is 0, as it would be in a slab.
+#[derive(Default)]
+enum Registry {
+    #[default]
+    Empty,
+    One(Entry),
+    Many(Slab<Entry>),
+}
+
+impl Registry {
+    fn insert(&mut self, e: Entry) -> usize {
+        if let Registry::Many(slab) = self {
+            return slab.insert(e);
+        }
+        match std::mem::take(self) {
+            Registry::Empty => {
+                *self = Registry::One(e);
+                0
+            }
+            Registry::One(first) => {
+                let mut slab = Slab::with_capacity(4);
+                slab.insert(first);
+                let key = slab.insert(e);
+                *self = Registry::Many(slab);
+                key
+            }
+            Registry::Many(mut slab) => {
+                let key = slab.insert(e);
+                *self = Registry::Many(slab);
+                key
+            }
+        }
+    }
+
+    fn get_mut(&mut self, key: usize) -> Option<&mut Entry> {
+        match self {
+            Registry::One(e) if key == 0 => Some(e),
+            Registry::Many(slab) => slab.get_mut(key),
+            _ => None,
+        }
+    }
+
+    fn try_remove(&mut self, key: usize) -> Option<Entry> {
+        match self {
+            Registry::One(_) if key == 0 => match std::mem::take(self) {
+                Registry::One(e) => Some(e),
+                _ => None,
+            },
+            Registry::Many(slab) => slab.try_remove(key),
+            _ => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Registry::Empty => 0,
+            Registry::One(_) => 1,
+            Registry::Many(slab) => slab.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            Registry::Many(slab) => slab.capacity(),
+            _ => 0,
+        }
+    }
+
+    /// Every entry, in registration order (key order, for a slab that never reused a key).
+    fn for_each(self, mut f: impl FnMut(Entry)) {
+        match self {
+            Registry::Empty => {}
+            Registry::One(e) => f(e),
+            Registry::Many(slab) => slab.into_iter().for_each(|(_, e)| f(e)),
+        }
     }
 }
 
@@ -173,6 +257,7 @@ impl Node {
         }
     }
 
+    #[inline]
     pub(crate) fn core(&self) -> Option<&CancelCore> {
         match &self.kind {
             Kind::Cancel(c) => Some(c),
@@ -180,6 +265,7 @@ impl Node {
         }
     }
 
+    #[inline]
     pub(crate) fn expect_core(&self) -> &CancelCore {
         self.core().expect("a cancellable node")
     }
@@ -438,7 +524,7 @@ pub(crate) fn cancel(node: &Node, err: Error, cause: Cause) -> bool {
 }
 
 /// Marks `core` done and takes its registry, or `None` if it was done already.
-fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Slab<Entry>> {
+fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Registry> {
     let mut g = lock(&core.inner);
     if core.state.load(Ordering::Relaxed) != LIVE {
         return None;
@@ -447,7 +533,7 @@ fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Slab<Entry>
     core.state.store(err_state(err), Ordering::Release);
     let (entries, timer) = match g.more.as_mut() {
         Some(m) => (std::mem::take(&mut m.entries), m.timer.take()),
-        None => (Slab::new(), None),
+        None => (Registry::Empty, None),
     };
     drop(g);
     if let Some(t) = timer {
@@ -457,13 +543,11 @@ fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Slab<Entry>
 }
 
 /// Queues children for the walk, and waiters and callbacks for waking, in registration order.
-fn sort(entries: Slab<Entry>, queue: &mut Vec<Arc<Node>>, wake: &mut Vec<Entry>) {
-    for (_, entry) in entries {
-        match entry {
-            Entry::Child(c) => queue.push(c),
-            other => wake.push(other),
-        }
-    }
+fn sort(entries: Registry, queue: &mut Vec<Arc<Node>>, wake: &mut Vec<Entry>) {
+    entries.for_each(|entry| match entry {
+        Entry::Child(c) => queue.push(c),
+        other => wake.push(other),
+    });
 }
 
 /// Wakes waiters and starts callbacks, outside every lock. A panicking waker neither stops the
