@@ -1,27 +1,4 @@
-//! The axum extractor for the request's context (feature `axum`).
-//!
-//! [`Ctx`] hands a handler the context [`ServerLayer`](crate::tower::ServerLayer) made for the
-//! request: its deadline, the accepted travelling keys, and its cancellation (the client went
-//! away, the deadline passed, the server is shutting down). The same context is also
-//! [`Context::current`] while the handler runs; the extractor makes the dependency visible in the
-//! handler's signature and is what a spawned task should be given.
-//!
-//! ```
-//! use axum::{Router, routing::get};
-//! use ctx_runtime::axum::Ctx;
-//! use ctx_runtime::propagation::Accept;
-//! use ctx_runtime::tower::ServerLayer;
-//! use ctx_runtime::Context;
-//!
-//! async fn hello(Ctx(ctx): Ctx) -> String {
-//!     format!("budget: {:?}", ctx.deadline().map(|d| d - ctx_runtime::Instant::now()))
-//! }
-//!
-//! let (root, _shutdown) = Context::background().with_cancel();
-//! let app: Router = Router::new()
-//!     .route("/", get(hello))
-//!     .layer(ServerLayer::new(root, Accept::new()));
-//! ```
+//! The axum extractor of a request's context (feature `axum`).
 
 use std::fmt;
 
@@ -32,44 +9,64 @@ use http::request::Parts;
 
 use crate::Context;
 
-/// The request's context, put in the request's extensions by
-/// [`ServerLayer`](crate::tower::ServerLayer). See the [module docs](self).
+/// Extracts the request's [`Context`], as put in the request's extensions by
+/// [`ServerLayer`](crate::tower::ServerLayer): its deadline, trace, baggage and accepted
+/// travelling keys, cancelled when the client goes away.
 ///
-/// Extraction fails with [`MissingServerLayer`] (HTTP 500) when the route is not behind a
-/// `ServerLayer`.
+/// Without a `ServerLayer` in front of the handler the extraction fails with [`MissingContext`]
+/// (HTTP 500): a handler never silently runs without its request's context.
+///
+/// ```
+/// use axum_core::extract::FromRequestParts;
+/// use ctx_runtime::Context;
+/// use ctx_runtime::axum::Ctx;
+///
+/// /// An axum handler: `async fn handler(Ctx(ctx): Ctx) -> String`.
+/// async fn handler(Ctx(ctx): Ctx) -> String {
+///     format!("deadline: {:?}", ctx.deadline())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (ctx, _cancel) = Context::background().with_cancel();
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(ctx.clone());
+/// let (mut parts, ()) = req.into_parts();
+/// let Ctx(got) = Ctx::from_request_parts(&mut parts, &()).await.unwrap();
+/// assert!(got.same(&ctx));
+/// assert_eq!(handler(Ctx(got)).await, "deadline: None");
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Ctx(pub Context);
 
 impl<S: Sync> FromRequestParts<S> for Ctx {
-    type Rejection = MissingServerLayer;
+    type Rejection = MissingContext;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Ctx, MissingServerLayer> {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Ctx, MissingContext> {
         parts
             .extensions
             .get::<Context>()
             .cloned()
             .map(Ctx)
-            .ok_or(MissingServerLayer { _private: () })
+            .ok_or(MissingContext)
     }
 }
 
-/// The rejection of [`Ctx`]: the request carries no context because the route is not behind a
-/// [`ServerLayer`](crate::tower::ServerLayer). Answered with HTTP 500, since it is a server
-/// misconfiguration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MissingServerLayer {
-    _private: (),
-}
+/// The rejection of [`Ctx`]: the request has no context, because no
+/// [`ServerLayer`](crate::tower::ServerLayer) runs in front of the handler. Answers HTTP 500.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MissingContext;
 
-impl fmt::Display for MissingServerLayer {
+impl fmt::Display for MissingContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no request context: the route is not behind ctx_runtime::tower::ServerLayer")
+        f.write_str("the request has no context: add ctxkit's ServerLayer in front of this handler")
     }
 }
 
-impl std::error::Error for MissingServerLayer {}
+impl std::error::Error for MissingContext {}
 
-impl IntoResponse for MissingServerLayer {
+impl IntoResponse for MissingContext {
     fn into_response(self) -> Response {
         (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
     }
