@@ -3,8 +3,8 @@
 //! tonic's routes. Shared by the peer tests and the `grpc_deadline` example (`#[path]` module).
 //!
 //! The layer goes in front of `tonic::service::Routes` served by hyper, not inside
-//! `tonic::transport::Server`: that server runs its own `grpc-timeout` timer outside every layer
-//! and answers a passed deadline with CANCELLED instead of DEADLINE_EXCEEDED.
+//! `tonic::transport::Server`: that server runs its own `grpc-timeout` timer outside every layer,
+//! racing the layer's, and when it wins answers a passed deadline with CANCELLED.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
