@@ -5,6 +5,8 @@
 //! runtime goes away (shut down, or built without timers) before the deadline, one lazily started
 //! background thread holds the remaining deadlines.
 
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
+
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex as StdMutex, OnceLock};
 use std::time::Instant as StdInstant;
@@ -34,6 +36,7 @@ impl TimerHandle {
 }
 
 /// Starts the timer for `node`'s own deadline `at` and stores its handle in the node.
+#[cfg(not(loom))]
 pub(crate) fn start(node: &Arc<Node>, at: Instant) {
     let handle = match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
@@ -51,6 +54,10 @@ pub(crate) fn start(node: &Arc<Node>, at: Instant) {
     };
     node.expect_core().set_timer(handle);
 }
+
+/// Loom models have no clock: deadlines there are only caught up by `err()`.
+#[cfg(loom)]
+pub(crate) fn start(_node: &Arc<Node>, _at: Instant) {}
 
 fn fire(node: &Node, at: Instant) {
     let cause = node.expect_core().deadline_cause(at);

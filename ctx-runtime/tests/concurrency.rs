@@ -13,6 +13,11 @@ use ctx_runtime::{CancelHandle, Context, ContextKey, Done, Error};
 
 const GENEROUS: Duration = Duration::from_secs(60);
 
+/// Sizes for loops: full natively, small under miri (which is thousands of times slower).
+fn scale(n: usize) -> usize {
+    if cfg!(miri) { (n / 50).max(2) } else { n }
+}
+
 /// Runs `f` on a thread and fails the test if it does not finish in time (a deadlock).
 fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
@@ -40,7 +45,7 @@ fn register(done: &mut Done, waker: &Waker) {
 #[test]
 fn many_threads_cancelling_one_tree_wake_every_waiter_exactly_once() {
     bounded(|| {
-        for _round in 0..20 {
+        for _round in 0..scale(20) {
             let (root, cancel_root) = Context::background().with_cancel();
             let mut handles: Vec<CancelHandle> = Vec::new();
             let mut waiters = Vec::new();
@@ -91,7 +96,7 @@ fn many_threads_cancelling_one_tree_wake_every_waiter_exactly_once() {
 #[test]
 fn concurrent_cancels_with_different_causes_agree_on_one_cause_everywhere() {
     bounded(|| {
-        for _ in 0..300 {
+        for _ in 0..scale(300) {
             let (root, cancel) = Context::background().with_cancel_cause();
             let mut kids = Vec::new();
             for _ in 0..8 {
@@ -124,7 +129,7 @@ fn concurrent_cancels_with_different_causes_agree_on_one_cause_everywhere() {
 #[test]
 fn children_attached_while_the_parent_is_cancelled_end_up_cancelled() {
     bounded(|| {
-        for _ in 0..100 {
+        for _ in 0..scale(100) {
             let (root, cancel) = Context::background().with_cancel();
             let gate = Arc::new(Barrier::new(3));
             let makers: Vec<_> = (0..2)
@@ -132,7 +137,9 @@ fn children_attached_while_the_parent_is_cancelled_end_up_cancelled() {
                     let (root, gate) = (root.clone(), gate.clone());
                     thread::spawn(move || {
                         gate.wait();
-                        (0..200).map(|_| root.with_cancel()).collect::<Vec<_>>()
+                        (0..scale(200))
+                            .map(|_| root.with_cancel())
+                            .collect::<Vec<_>>()
                     })
                 })
                 .collect();
@@ -151,9 +158,9 @@ fn children_attached_while_the_parent_is_cancelled_end_up_cancelled() {
 #[test]
 fn children_dropped_while_the_parent_is_cancelled_leave_no_trace() {
     bounded(|| {
-        for _ in 0..100 {
+        for _ in 0..scale(100) {
             let (root, cancel) = Context::background().with_cancel();
-            let kids: Vec<_> = (0..200).map(|_| root.with_cancel()).collect();
+            let kids: Vec<_> = (0..scale(200)).map(|_| root.with_cancel()).collect();
             let gate = Arc::new(Barrier::new(2));
             let g = gate.clone();
             let dropper = thread::spawn(move || {
