@@ -368,3 +368,42 @@ struct Token2;
 impl ContextKey for Token2 {
     type Value = u8;
 }
+
+struct Panics;
+impl Wake for Panics {
+    fn wake(self: Arc<Self>) {
+        panic!("waker failure (expected by this test)");
+    }
+}
+
+#[test]
+fn a_panicking_waker_neither_stops_other_wakeups_nor_breaks_the_tree() {
+    let (root, cancel) = Context::background().with_cancel();
+    let (child, _h) = root.with_cancel();
+    let bad = Waker::from(Arc::new(Panics));
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let good = Waker::from(count.clone());
+    let mut on_root = root.done();
+    register(&mut on_root, &bad);
+    let mut on_child = child.done();
+    register(&mut on_child, &good);
+    let mut also_root = root.done();
+    register(&mut also_root, &good);
+
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cancel.cancel()));
+    assert!(
+        unwound.is_err(),
+        "the waker's panic resumes in the canceller"
+    );
+    assert_eq!(
+        count.0.load(Ordering::SeqCst),
+        2,
+        "the other waiters were woken"
+    );
+    assert!(root.is_done() && child.is_done());
+    assert_eq!(root.registered(), 0);
+    // Nothing is poisoned: the tree keeps working.
+    let (late, _h) = root.with_cancel();
+    assert_eq!(late.err(), Some(Error::Canceled));
+    assert!(format!("{:?}", child.cause().unwrap()).contains("cancel() called at"));
+}
