@@ -513,10 +513,11 @@ impl fmt::Debug for Context {
                 Kind::Cancel(c) if c.own_deadline => {
                     let at = c.deadline.expect("own deadline");
                     let now = Instant::now();
+                    // An `Instant` has no readable form of its own: say how far away it is.
                     if at > now {
-                        write!(f, ".WithDeadline({at:?} [in {:?}])", at - now)?
+                        write!(f, ".WithDeadline(in {:?})", at - now)?
                     } else {
-                        write!(f, ".WithDeadline({at:?} [{:?} ago])", now - at)?
+                        write!(f, ".WithDeadline({:?} ago)", now - at)?
                     }
                 }
                 Kind::Cancel(_) => f.write_str(".WithCancel")?,
