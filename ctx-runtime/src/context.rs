@@ -152,6 +152,8 @@ impl Context {
     /// use std::time::Duration;
     /// use ctx_runtime::{Context, Error, Instant};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let soon = Instant::now() + Duration::from_secs(30);
     /// let (parent, _p) = Context::background().with_deadline(soon);
     /// let (child, _c) = parent.with_deadline(soon + Duration::from_secs(60));
@@ -159,6 +161,7 @@ impl Context {
     ///
     /// let (late, _l) = Context::background().with_deadline(Instant::now());
     /// assert_eq!(late.err(), Some(Error::DeadlineExceeded));
+    /// # }
     /// ```
     #[track_caller]
     pub fn with_deadline(&self, at: Instant) -> (Context, CancelHandle) {
