@@ -6,6 +6,10 @@
 //! On cancellation it cleans up (the talk's `cancelRequestAndCleanup`), waits for the processing
 //! task to finish (the talk's `<-p`) and returns the context's error.
 //!
+//! The slow steps are a `#[cancellable]` fn: its plain `.await`s end as soon as the request is
+//! done. The server keeps Go's explicit `select` on `done()`, because it has work to do after the
+//! cancellation (clean up, then wait), where a `#[cancellable]` fn would return at once.
+//!
 //! Four requests show it: a fast one, a slow one that hits its deadline, one whose client hangs
 //! up (and where that came from), and one without a valid id.
 //!
@@ -16,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use ctxkit::{Context, ContextKey, Instant};
+use ctxkit::{Context, ContextKey, Instant, cancellable};
 use uuid::Uuid;
 
 /// Prints a line of the story: `say!(ctx, "format {}", args)`.
@@ -69,7 +73,7 @@ pub fn get_id_from_event(event: &Event) -> Option<RequestId> {
 /// How long one processing step takes.
 pub const STEP: Duration = Duration::from_millis(40);
 
-/// How long the processing takes to undo the step it was stopped in.
+/// How long the processing takes to undo its partial work once stopped.
 pub const ROLLBACK: Duration = Duration::from_millis(5);
 
 /// What the server answers when the processing finished.
@@ -151,21 +155,22 @@ impl Processor {
         }
     }
 
-    /// The processing itself: `steps` slow calls, each cut short when the request is done.
+    /// The processing task: runs the steps and, when the request ends first, undoes the partial
+    /// work before it ends (the server waits for that: the talk's `<-p`).
     async fn process_event(self, event_id: String, steps: u32) -> Result<Status, ServerError> {
         let _in_flight = InFlight::enter(&self.in_flight);
         let ctx = Context::current(); // the request's context, carried into this task
-        for step in 1..=steps {
-            if let Err(e) = ctx.run(tokio::time::sleep(STEP)).await {
-                say!(&ctx, "processor: stopped during step {step}/{steps}: {e}");
-                // Winding down takes a moment too; the server waits for it (the talk's `<-p`).
-                tokio::time::sleep(ROLLBACK).await;
-                say!(&ctx, "processor: rolled back step {step} of {event_id}");
-                return Err(e.into());
-            }
-            say!(&ctx, "processor: step {step}/{steps} of {event_id} done");
+        let mut done = 0;
+        let processed = run_steps(&event_id, steps, &mut done).await;
+        if let Err(e) = &processed {
+            say!(&ctx, "processor: stopped after {done}/{steps} steps: {e}");
+            tokio::time::sleep(ROLLBACK).await; // undoing takes a moment too
+            say!(
+                &ctx,
+                "processor: rolled back the partial work on {event_id}"
+            );
         }
-        Ok(Status { event_id, steps })
+        processed
     }
 
     /// The talk's `cancelRequestAndCleanup`: tell upstream to forget the event, free its buffers.
@@ -183,6 +188,24 @@ impl Processor {
     pub fn cleaned_up(&self) -> Vec<String> {
         self.cleaned_up.lock().unwrap().clone()
     }
+}
+
+/// The slow part: `steps` calls of [`STEP`] each. Being `#[cancellable]`, every `.await` here is
+/// raced against the current context (the request's), so the loop ends with the request.
+#[cancellable]
+async fn run_steps(event_id: &str, steps: u32, done: &mut u32) -> Result<Status, ServerError> {
+    for step in 1..=steps {
+        tokio::time::sleep(STEP).await;
+        *done = step;
+        say!(
+            &Context::current(),
+            "processor: step {step}/{steps} of {event_id} done"
+        );
+    }
+    Ok(Status {
+        event_id: event_id.to_string(),
+        steps,
+    })
 }
 
 /// Counts a processing task as running until it ends (however it ends).

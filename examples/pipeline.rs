@@ -1,26 +1,30 @@
 //! Pipelined processing, from the talk's "Pipelined Processing" slide: four stages joined by
-//! bounded channels, each its own task under the request's context.
+//! bounded channels, each a task of one [`Group`] under the request's context.
 //!
 //! ```text
 //!   generate ──▶ parse ──▶ enrich ──▶ sink        (channels hold 4 items each)
 //! ```
 //!
-//! The client disconnects mid-stream: one `cancel` on the request's context stops every stage at
-//! its next `.await`, wherever it is (waiting for input, for room downstream, or in the middle of
-//! its own work). The stages themselves know nothing about cancellation: each runs inside
-//! `ctx.run(..)`, which drops it the moment the context is done. All handles are then joined
-//! with a timeout, which proves that no task is left running.
+//! Two ways a pipeline ends early, both stopping every stage at its next `.await`, wherever it is
+//! (waiting for input, for room downstream, or in the middle of its own work):
+//! - The client disconnects mid-stream: one `cancel` on the request's context.
+//! - A stage fails (the enrich stage's lookup breaks): the group cancels its context, which
+//!   every stage runs under, and `wait` reports that one error, once; the stages it stopped
+//!   report no errors of their own, and the request's context is left alone.
+//!
+//! The stages themselves know nothing about cancellation: each runs inside `ctx.run(..)`, which
+//! drops it the moment the context is done. Waiting for the group, with a timeout, proves that
+//! no task is left running.
 //!
 //! Run it with `cargo run --example pipeline`.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ctxkit::{Context, Error, Instant};
+use ctxkit::{Context, Error, Group, Instant};
 use tokio::sync::mpsc::{self, Receiver, Sender};
-use tokio::task::JoinHandle;
 
 /// How many items each channel between two stages holds.
 pub const CAPACITY: usize = 4;
@@ -103,18 +107,55 @@ pub async fn parse(mut input: Receiver<Line>, out: Sender<Record>, handled: Coun
     }
 }
 
-/// Looks up each record's region: the slow stage (a few milliseconds per item).
-pub async fn enrich(mut input: Receiver<Record>, out: Sender<Enriched>, handled: Counter) {
+/// Looks up each record's region: the slow stage (a few milliseconds per item). The lookup
+/// breaks on line `fail_at`, if given.
+pub async fn enrich(
+    mut input: Receiver<Record>,
+    out: Sender<Enriched>,
+    handled: Counter,
+    fail_at: Option<u64>,
+) -> Result<(), PipelineError> {
     while let Some(record) = input.recv().await {
         tokio::time::sleep(Duration::from_millis(4)).await; // a remote lookup
+        if Some(record.seq) == fail_at {
+            return Err(PipelineError::Lookup {
+                seq: record.seq,
+                user: record.user,
+            });
+        }
         let region = ["eu-west", "us-east", "ap-south"]
             [record.user.bytes().map(usize::from).sum::<usize>() % 3];
         if out.send(Enriched { record, region }).await.is_err() {
-            return;
+            return Ok(());
         }
         handled.add();
     }
+    Ok(())
 }
+
+/// Why a pipeline failed: the error of the one stage that broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PipelineError {
+    /// The enrich stage could not look up a record's region.
+    Lookup {
+        /// The record's line.
+        seq: u64,
+        /// The user it was about.
+        user: String,
+    },
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PipelineError::Lookup { seq, user } => {
+                write!(f, "region lookup failed for {user} (line {seq})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PipelineError {}
 
 /// Stores each enriched record, narrating every tenth.
 pub async fn sink(mut input: Receiver<Enriched>, handled: Counter) {
@@ -131,21 +172,32 @@ pub async fn sink(mut input: Receiver<Enriched>, handled: Counter) {
     }
 }
 
-// ---- Wiring: every stage is a task under the request's context. ----
+// ---- Wiring: every stage is a task of one group under the request's context. ----
 
 /// The stages' names, in pipeline order.
 pub const STAGES: [&str; 4] = ["generate", "parse", "enrich", "sink"];
 
-/// A running pipeline: one task per stage.
+/// A running pipeline: one group, one task per stage.
 pub struct Pipeline {
-    tasks: Vec<Task>,
+    group: Group<PipelineError>,
+    stages: Vec<Stage>,
 }
 
-/// One stage's task: its name, its count and its handle (`Err` if the context stopped it).
-struct Task {
+/// One stage: its name, its count, and how it ended once it has.
+struct Stage {
     name: &'static str,
     handled: Counter,
-    handle: JoinHandle<Result<(), Error>>,
+    ended: Arc<OnceLock<Ended>>,
+}
+
+#[derive(Clone, Copy)]
+enum Ended {
+    /// Ran out of input.
+    Finished,
+    /// The context stopped it.
+    Stopped(Error),
+    /// It failed: the group has its error.
+    Failed,
 }
 
 /// How one stage ended.
@@ -154,13 +206,17 @@ pub struct StageReport {
     pub name: &'static str,
     /// Items it passed on.
     pub handled: usize,
-    /// `Ok` if it ran out of input, the context's error if the context stopped it.
+    /// `Ok` if it returned by itself (it ran out of input, or it failed: see `failed`), the
+    /// context's error if the context stopped it.
     pub ended: Result<(), Error>,
+    /// Whether this is the stage whose error stopped the pipeline.
+    pub failed: bool,
 }
 
 impl fmt::Display for StageReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ended = match self.ended {
+            _ if self.failed => "failed (the pipeline's error)".to_string(),
             Ok(()) => "finished its input".to_string(),
             Err(e) => format!("stopped: {e}"),
         };
@@ -184,65 +240,117 @@ impl fmt::Display for StillRunning {
 
 impl std::error::Error for StillRunning {}
 
+/// A pipeline that has ended: how each stage ended, and the pipeline's error, reported once.
+pub struct Finished {
+    /// One report per stage, in pipeline order.
+    pub stages: Vec<StageReport>,
+    /// The first (and only) stage error; `Ok` if the input ran out or the context stopped it.
+    pub result: Result<(), PipelineError>,
+}
+
 impl Pipeline {
-    /// Spawns the four stages under `ctx`, joined by channels of [`CAPACITY`] items. `limit`
-    /// bounds the input (`None`: endless, until `ctx` is cancelled).
+    /// Spawns the four stages in a group under `ctx`, joined by channels of [`CAPACITY`] items.
+    /// `limit` bounds the input (`None`: endless, until `ctx` is cancelled).
     pub fn start(ctx: &Context, limit: Option<u64>) -> Pipeline {
+        Pipeline::start_failing_at(ctx, limit, None)
+    }
+
+    /// Like [`Pipeline::start`], but the enrich stage's lookup fails on line `fail_at`.
+    pub fn start_failing_at(ctx: &Context, limit: Option<u64>, fail_at: Option<u64>) -> Pipeline {
         let (lines_tx, lines_rx) = mpsc::channel(CAPACITY);
         let (records_tx, records_rx) = mpsc::channel(CAPACITY);
         let (enriched_tx, enriched_rx) = mpsc::channel(CAPACITY);
         let counters: [Counter; 4] = Default::default();
         let [g, p, e, s] = counters.clone();
-        // `ctx.run(stage)` runs the stage with `ctx` as its current context and drops it as soon
-        // as `ctx` is done, returning the context's error.
-        let handles = [
-            tokio::spawn(ctx.run(generate(lines_tx, limit, g))),
-            tokio::spawn(ctx.run(parse(lines_rx, records_tx, p))),
-            tokio::spawn(ctx.run(enrich(records_rx, enriched_tx, e))),
-            tokio::spawn(ctx.run(sink(enriched_rx, s))),
-        ];
-        let tasks = STAGES
-            .into_iter()
-            .zip(counters)
-            .zip(handles)
-            .map(|((name, handled), handle)| Task {
-                name,
-                handled,
-                handle,
-            })
-            .collect();
-        Pipeline { tasks }
+        let mut pipeline = Pipeline {
+            group: Group::new(ctx),
+            stages: Vec::new(),
+        };
+        let [n0, n1, n2, n3] = STAGES;
+        pipeline.stage(n0, &counters[0], async move {
+            generate(lines_tx, limit, g).await;
+            Ok(())
+        });
+        pipeline.stage(n1, &counters[1], async move {
+            parse(lines_rx, records_tx, p).await;
+            Ok(())
+        });
+        pipeline.stage(
+            n2,
+            &counters[2],
+            enrich(records_rx, enriched_tx, e, fail_at),
+        );
+        pipeline.stage(n3, &counters[3], async move {
+            sink(enriched_rx, s).await;
+            Ok(())
+        });
+        pipeline
+    }
+
+    /// Starts one stage as a task of the group. `Context::current()` there is the group's
+    /// context: `run` drops the stage as soon as it is done, whether the request was cancelled
+    /// or another stage failed. Only a stage's own failure is an error of the group: the stages
+    /// it stops have nothing to report but the context's error.
+    fn stage(
+        &mut self,
+        name: &'static str,
+        handled: &Counter,
+        work: impl Future<Output = Result<(), PipelineError>> + Send + 'static,
+    ) {
+        let ended = Arc::new(OnceLock::new());
+        let record = ended.clone();
+        let started = self.group.try_spawn(async move {
+            let (how, result) = match Context::current().run(work).await {
+                Ok(Ok(())) => (Ended::Finished, Ok(())),
+                Ok(Err(e)) => (Ended::Failed, Err(e)),
+                Err(e) => (Ended::Stopped(e), Ok(())),
+            };
+            let _ = record.set(how);
+            result
+        });
+        assert!(started, "a group without a limit always has room");
+        self.stages.push(Stage {
+            name,
+            handled: handled.clone(),
+            ended,
+        });
     }
 
     /// Items the sink has stored so far.
     pub fn stored(&self) -> usize {
-        self.tasks.last().map_or(0, |t| t.handled.get())
+        self.stages.last().map_or(0, |s| s.handled.get())
     }
 
     /// Waits for every stage to end, at most `within`; a stage still running then is an error
-    /// (and is aborted).
+    /// (and every stage still running is aborted).
     pub async fn join(self, within: Duration) -> Result<Vec<StageReport>, StillRunning> {
-        let give_up = Instant::now() + within;
-        let mut reports = Vec::new();
-        for Task {
-            name,
-            handled,
-            mut handle,
-        } in self.tasks
-        {
-            match tokio::time::timeout_at(give_up, &mut handle).await {
-                Ok(joined) => reports.push(StageReport {
-                    name,
-                    handled: handled.get(),
-                    ended: joined.expect("a pipeline stage panicked"),
-                }),
-                Err(_) => {
-                    handle.abort();
-                    return Err(StillRunning(name));
+        Ok(self.finish(within).await?.stages)
+    }
+
+    /// Like [`Pipeline::join`], also returning the pipeline's error, if a stage failed.
+    pub async fn finish(self, within: Duration) -> Result<Finished, StillRunning> {
+        let Pipeline { group, stages } = self;
+        // Dropping `wait` at the timeout drops the group, which aborts the stages left.
+        let Ok(result) = tokio::time::timeout(within, group.wait()).await else {
+            let stuck = stages.iter().find(|s| s.ended.get().is_none());
+            return Err(StillRunning(stuck.map_or(STAGES[0], |s| s.name)));
+        };
+        let stages = stages
+            .into_iter()
+            .map(|s| {
+                let ended = *s.ended.get().expect("wait returned: every stage has ended");
+                StageReport {
+                    name: s.name,
+                    handled: s.handled.get(),
+                    ended: match ended {
+                        Ended::Stopped(e) => Err(e),
+                        Ended::Finished | Ended::Failed => Ok(()),
+                    },
+                    failed: matches!(ended, Ended::Failed),
                 }
-            }
-        }
-        Ok(reports)
+            })
+            .collect();
+        Ok(Finished { stages, result })
     }
 }
 
@@ -290,9 +398,35 @@ pub async fn demo(client_waits: Duration) -> Result<Outcome, StillRunning> {
     })
 }
 
+/// What the failure demo observed.
+pub struct FailureOutcome {
+    /// How each stage ended, and the pipeline's error.
+    pub finished: Finished,
+    /// The context of the group the stages ran in, after the fact.
+    pub stages_context: Context,
+    /// Whether the request's context was still live once the pipeline had failed.
+    pub request_live: bool,
+}
+
+/// The second demo: an endless pipeline whose enrich stage breaks on line `fail_at`.
+pub async fn demo_failure(fail_at: u64) -> Result<FailureOutcome, StillRunning> {
+    let (request, _cancel) = Context::background().with_cancel();
+    println!("  the enrich stage's lookup will break on line {fail_at}");
+    let pipeline = Pipeline::start_failing_at(&request, None, Some(fail_at));
+    let stages_context = pipeline.group.context().clone();
+    let finished = pipeline.finish(Duration::from_secs(2)).await?;
+    Ok(FailureOutcome {
+        finished,
+        stages_context,
+        request_live: request.err().is_none(),
+    })
+}
+
 #[tokio::main]
 async fn main() -> Result<(), StillRunning> {
-    println!("Pipelined processing: each stage is a task under the request's context.\n");
+    println!(
+        "Pipelined processing: each stage is a task of a group under the request's context.\n"
+    );
     let outcome = demo(Duration::from_millis(150)).await?;
 
     println!("\n  every stage has ended and been joined:");
@@ -318,5 +452,26 @@ async fn main() -> Result<(), StillRunning> {
         let origin = cause.origin().unwrap_or_default();
         println!("  why: {cause} ({origin})");
     }
+
+    println!("\nA stage fails: the group stops every other stage and reports the error once.\n");
+    let failure = demo_failure(42).await?;
+    for stage in &failure.finished.stages {
+        println!("    {stage}");
+    }
+    match &failure.finished.result {
+        Err(e) => println!("  the pipeline failed: {e}"),
+        Ok(()) => println!("  the pipeline did not fail (it should have)"),
+    }
+    if let Some(cause) = failure.stages_context.cause() {
+        println!("  the stages were stopped by: {cause}");
+    }
+    println!(
+        "  the request's own context is {}: a failed pipeline is the handler's to report.",
+        if failure.request_live {
+            "still live"
+        } else {
+            "cancelled"
+        }
+    );
     Ok(())
 }

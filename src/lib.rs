@@ -20,6 +20,11 @@
 
 pub use ctx_runtime::*;
 
-pub use ctx_macros::ContextKey;
+pub use ctx_macros::{ContextKey, cancellable};
 #[doc(hidden)]
 pub use ctx_runtime::__private;
+
+/// The README's examples run as doctests, so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -314,6 +314,7 @@ impl Context {
             kind: Kind::Value(ValueSlot {
                 key: TypeId::of::<K>(),
                 key_name: std::any::type_name::<K>,
+                travel: crate::key::travel::<K>,
                 value: Box::new(value),
                 source: self.source().cloned(),
             }),

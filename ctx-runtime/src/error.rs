@@ -84,9 +84,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::Called(l) => write!(f, "cancel() called at {l}"),
             Origin::Dropped(l) => write!(f, "cancel handle created at {l} was dropped"),
-            Origin::Deadline { set_at, at } => {
-                write!(f, "deadline set at {set_at} passed ({at:?})")
-            }
+            Origin::Deadline { set_at, .. } => write!(f, "deadline set at {set_at} passed"),
         }
     }
 }
@@ -166,6 +164,22 @@ impl Cause {
     /// `true` if the cause is an `E`.
     pub fn is<E: std::error::Error + 'static>(&self) -> bool {
         self.downcast_ref::<E>().is_some()
+    }
+
+    /// The deadline whose passing caused the cancellation, if a deadline did.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ctx_runtime::Context;
+    ///
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::ZERO);
+    /// assert_eq!(ctx.cause().unwrap().deadline(), ctx.deadline());
+    /// ```
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.origin {
+            Some(Origin::Deadline { at, .. }) => Some(at),
+            _ => None,
+        }
     }
 
     /// Where the cancellation came from, as text (`cancel() called at src/main.rs:12:5`, …), when

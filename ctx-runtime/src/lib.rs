@@ -85,22 +85,30 @@
 #[path = "private.rs"]
 pub mod __private;
 mod after;
+mod checkpoint;
 mod context;
 mod done;
 mod error;
+mod group;
 mod handle;
 mod key;
 mod node;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod propagation;
 mod scope;
+pub mod signal;
 mod sync;
 mod timer;
 
 pub use after::AfterFunc;
+pub use checkpoint::checkpoint;
 pub use context::Context;
 pub use done::Done;
 pub use error::{Cause, Error};
+pub use group::{Group, TaskFailed};
 pub use handle::{CancelCauseHandle, CancelHandle};
-pub use key::ContextKey;
+pub use key::{BoxError, ContextKey, DisplayFromStr, KeyCodec};
 pub use scope::{Run, Scoped, spawn};
 /// Deadlines are tokio's instants, so they follow tokio's (pausable) clock.
 pub use tokio::time::Instant;

@@ -65,6 +65,9 @@ pub(crate) enum Kind {
 pub(crate) struct ValueSlot {
     pub(crate) key: TypeId,
     pub(crate) key_name: fn() -> &'static str,
+    /// Encodes the value for a header if its key travels (`ContextKey::HEADER`).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) travel: crate::key::TravelFn,
     pub(crate) value: Box<dyn Any + Send + Sync>,
     /// The nearest cancellable ancestor, which answers `is_done()` etc. for this node.
     pub(crate) source: Option<Arc<Node>>,

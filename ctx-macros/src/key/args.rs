@@ -14,10 +14,16 @@ pub(crate) struct KeyArgs {
     pub(crate) value: Option<syn::Type>,
     /// `crate = path`: where `ctxkit` is, when it is re-exported.
     pub(crate) krate: Option<syn::Path>,
+    /// `header = "x-request-id"`: the key's value travels between processes in this header.
+    pub(crate) header: Option<syn::LitStr>,
+    /// `codec = path`: the value's text codec (a `KeyCodec`); `DisplayFromStr` when absent.
+    pub(crate) codec: Option<syn::Path>,
 }
 
 /// The accepted arguments, for the "unknown argument" message.
-const ACCEPTED: &str = "`value = Type` (a marker key carrying a `Type`) and \
+const ACCEPTED: &str = "`value = Type` (a marker key carrying a `Type`), \
+                        `header = \"x-name\"` (the value travels in this header), \
+                        `codec = path::to::Codec` (its text form, with `header`) and \
                         `crate = path::to::ctxkit` (when ctxkit is re-exported)";
 
 pub(crate) fn parse(attrs: &[Attribute], errors: &mut Errors) -> KeyArgs {
@@ -38,7 +44,40 @@ pub(crate) fn parse(attrs: &[Attribute], errors: &mut Errors) -> KeyArgs {
         });
         errors.ok(result);
     }
+    if let (Some(codec), None) = (&args.codec, &args.header) {
+        errors.spanned(
+            codec,
+            "`codec` is the text form of a travelling value: add `header = \"x-name\"` too",
+        );
+    }
     args
+}
+
+/// Headers with a meaning of their own, which no travelling key may use.
+const RESERVED: [&str; 4] = ["grpc-timeout", "traceparent", "tracestate", "baggage"];
+
+/// Why `name` cannot be a travelling key's header, if it cannot.
+fn header_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("the header name is empty".to_owned());
+    }
+    if let Some(c) = name.chars().find(|c| c.is_ascii_uppercase()) {
+        return Some(format!(
+            "header names are lower case here: write `{}` (`{c}` is upper case)",
+            name.to_ascii_lowercase()
+        ));
+    }
+    let token =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "!#$%&'*+-.^_`|~".contains(c);
+    if let Some(c) = name.chars().find(|&c| !token(c)) {
+        return Some(format!("`{c}` cannot appear in a header name"));
+    }
+    if RESERVED.contains(&name) {
+        return Some(format!(
+            "`{name}` carries the context's own deadline or trace; pick another header"
+        ));
+    }
+    None
 }
 
 fn parse_one(meta: &ParseNestedMeta, args: &mut KeyArgs, errors: &mut Errors) -> syn::Result<()> {
@@ -49,6 +88,19 @@ fn parse_one(meta: &ParseNestedMeta, args: &mut KeyArgs, errors: &mut Errors) ->
             |input| input.parse::<syn::Type>(),
         )?;
         set_once(&mut args.value, ty, &meta.path, errors);
+    } else if meta.path.is_ident("header") {
+        let lit = name_value(meta, "a string: `header = \"x-request-id\"`", |input| {
+            input.parse::<syn::LitStr>()
+        })?;
+        if let Some(problem) = header_problem(&lit.value()) {
+            errors.spanned(&lit, problem);
+        }
+        set_once(&mut args.header, lit, &meta.path, errors);
+    } else if meta.path.is_ident("codec") {
+        let path = name_value(meta, "a path: `codec = path::to::Codec`", |input| {
+            input.parse::<syn::Path>()
+        })?;
+        set_once(&mut args.codec, path, &meta.path, errors);
     } else if meta.path.is_ident("crate") {
         let path = name_value(meta, "a path: `crate = path::to::ctxkit`", |input| {
             input.call(syn::Path::parse_mod_style)

@@ -44,6 +44,28 @@ pub(crate) fn key(checked: &Checked, args: &KeyArgs) -> TokenStream {
     let (impl_generics, _, where_clause) = generics.split_for_impl();
 
     let value_item = quote_spanned!(value_span=> type Value = #value;);
+    let travel_items = args.header.as_ref().map(|header| {
+        let codec = match &args.codec {
+            Some(path) => quote!(#path),
+            None => quote!(#private::DisplayFromStr),
+        };
+        let span = args.codec.as_ref().map_or(header.span(), |c| c.span());
+        let codec_trait =
+            quote_spanned!(span=> <#codec as #private::KeyCodec<<Self as #private::ContextKey>::Value>>);
+        quote! {
+            const HEADER: #private::Option<&'static str> = #private::Option::Some(#header);
+            fn encode(
+                value: &<Self as #private::ContextKey>::Value,
+            ) -> #private::Option<#private::String> {
+                #private::Option::Some(#codec_trait::encode(value))
+            }
+            fn decode(
+                text: &str,
+            ) -> #private::Result<<Self as #private::ContextKey>::Value, #private::BoxError> {
+                #codec_trait::decode(text)
+            }
+        }
+    });
     let key_name = ident.to_string();
     let get_doc =
         format!("The `{key_name}` value of `ctx`: the nearest one towards the root, if any.");
@@ -58,6 +80,7 @@ pub(crate) fn key(checked: &Checked, args: &KeyArgs) -> TokenStream {
     quote! {
         impl #impl_generics #private::ContextKey for #self_ty #where_clause {
             #value_item
+            #travel_items
         }
 
         impl #impl_generics #self_ty #where_clause {

@@ -1,0 +1,268 @@
+//! `signal::notify` with real signals: sent to this test process (the tests that listen take
+//! turns, since a signal reaches every listener of the process), or to a child process that
+//! re-runs this binary for the cases that end the process.
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ctxkit::signal::{self, Signal, SignalReceived};
+use ctxkit::{Context, Error};
+
+/// Generous: nothing here should take more than milliseconds, but the machine may be loaded.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Signals reach every listener in the process: tests that listen take turns.
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
+
+fn send(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {signal} {pid}: {status}");
+}
+
+async fn done_soon(ctx: &Context) {
+    tokio::time::timeout(PATIENCE, ctx.done())
+        .await
+        .expect("the signal cancelled the context");
+}
+
+#[tokio::test]
+async fn a_signal_cancels_every_context_listening_for_it_and_no_other() {
+    let _turn = one_at_a_time().await;
+    let root = Context::background();
+    let (a, _stop_a) = signal::notify(&root, &[Signal::Interrupt, Signal::Terminate]);
+    let (b, _stop_b) = signal::notify(&root, &[Signal::Interrupt]);
+    let (term_only, _stop_t) = signal::notify(&root, &[Signal::Terminate]);
+    let (nothing, _stop_n) = signal::notify(&root, &[]);
+
+    send("INT", std::process::id());
+    done_soon(&a).await;
+    done_soon(&b).await;
+    for ctx in [&a, &b] {
+        assert_eq!(ctx.err(), Some(Error::Canceled));
+        let cause = ctx.cause().unwrap();
+        assert_eq!(
+            cause.downcast_ref::<SignalReceived>(),
+            Some(&SignalReceived(Signal::Interrupt))
+        );
+        assert_eq!(cause.to_string(), "received SIGINT");
+    }
+    // Give a wrongly woken listener every chance to act before looking.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!term_only.is_done());
+    assert!(!nothing.is_done());
+    assert!(!root.is_done());
+}
+
+#[tokio::test]
+async fn terminate_names_sigterm() {
+    let _turn = one_at_a_time().await;
+    let (ctx, _stop) = signal::notify(&Context::background(), &[Signal::Terminate]);
+    send("TERM", std::process::id());
+    done_soon(&ctx).await;
+    assert_eq!(ctx.cause().unwrap().to_string(), "received SIGTERM");
+}
+
+#[tokio::test]
+async fn hangup_and_quit_can_be_heard_too() {
+    let _turn = one_at_a_time().await;
+    let (hup, _stop_h) = signal::notify(&Context::background(), &[Signal::Hangup]);
+    let (quit, _stop_q) = signal::notify(&Context::background(), &[Signal::Quit]);
+    send("HUP", std::process::id());
+    done_soon(&hup).await;
+    send("QUIT", std::process::id());
+    done_soon(&quit).await;
+    assert_eq!(hup.cause().unwrap().to_string(), "received SIGHUP");
+    assert_eq!(quit.cause().unwrap().to_string(), "received SIGQUIT");
+}
+
+#[tokio::test]
+async fn the_handle_and_the_parent_cancel_it_without_any_signal() {
+    let _turn = one_at_a_time().await;
+    let (parent, cancel_parent) = Context::background().with_cancel_cause();
+    let (by_stop, stop) = signal::notify(&parent, &[Signal::Interrupt]);
+    let (by_parent, _stop) = signal::notify(&parent, &[Signal::Interrupt]);
+
+    stop.cancel();
+    assert_eq!(by_stop.err(), Some(Error::Canceled));
+    assert!(!by_stop.cause().unwrap().is::<SignalReceived>());
+    assert!(!by_parent.is_done());
+
+    cancel_parent.cancel(std::io::Error::other("shutting down"));
+    assert_eq!(by_parent.cause().unwrap().to_string(), "shutting down");
+
+    // A parent that is done already gives a context that is done already.
+    let (late, _stop) = signal::notify(&parent, &[Signal::Interrupt]);
+    assert_eq!(late.err(), Some(Error::Canceled));
+}
+
+#[tokio::test]
+async fn the_returned_handle_names_the_caller() {
+    let _turn = one_at_a_time().await;
+    let (ctx, stop) = signal::notify(&Context::background(), &[Signal::Interrupt]);
+    drop(stop);
+    let origin = ctx.cause().unwrap().origin().unwrap_or_default();
+    assert!(origin.contains(file!()), "{origin}");
+}
+
+/// A child process running one scenario of [`signal_child`], read line by line.
+struct Child {
+    process: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Child {
+    fn start(scenario: &str) -> Child {
+        let mut process = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "signal_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("CTXKIT_SIGNAL_SCENARIO", scenario)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("re-run this test binary");
+        let stdout = process.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Child { process, lines }
+    }
+
+    /// Waits for the child to print `prefix` (after the test harness's own words on the same
+    /// line), and returns the rest of the line from there.
+    fn expect(&self, prefix: &str) -> String {
+        let until = Instant::now() + PATIENCE;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(prefix) => {
+                    return line[line.find(prefix).unwrap()..].to_owned();
+                }
+                Ok(_) => {}
+                Err(_) => panic!("the child never printed {prefix:?}"),
+            }
+        }
+    }
+
+    fn send(&self, signal: &str) {
+        send(signal, self.process.id());
+    }
+
+    fn exit_status(&mut self) -> ExitStatus {
+        let until = Instant::now() + PATIENCE;
+        while Instant::now() < until {
+            if let Some(status) = self.process.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the child did not end");
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+#[test]
+fn a_second_interrupt_while_shutting_down_ends_the_process() {
+    let mut child = Child::start("second");
+    child.expect("@ready");
+    child.send("INT");
+    assert_eq!(child.expect("@first:"), "@first: received SIGINT");
+    // The child's shutdown hangs; the second Ctrl-C must end it, killed by SIGINT.
+    child.send("INT");
+    let status = child.exit_status();
+    assert_eq!(status.signal(), Some(2), "{status}");
+}
+
+#[test]
+fn a_second_terminate_ends_the_process_too() {
+    let mut child = Child::start("second");
+    child.expect("@ready");
+    child.send("TERM");
+    assert_eq!(child.expect("@first:"), "@first: received SIGTERM");
+    child.send("TERM");
+    let status = child.exit_status();
+    assert_eq!(status.signal(), Some(15), "{status}");
+}
+
+#[test]
+fn the_second_signal_ends_the_process_also_when_tokio_listened_first() {
+    for _ in 0..5 {
+        let mut child = Child::start("tokio_first");
+        child.expect("@ready");
+        child.send("INT");
+        assert_eq!(child.expect("@first:"), "@first: received SIGINT");
+        child.send("INT");
+        let status = child.exit_status();
+        assert_eq!(status.signal(), Some(2), "{status}");
+    }
+}
+
+#[test]
+fn a_signal_after_stop_gets_the_default_action() {
+    let mut child = Child::start("stop");
+    child.expect("@stopped");
+    child.send("INT");
+    let status = child.exit_status();
+    assert_eq!(status.signal(), Some(2), "{status}");
+}
+
+/// Not a test by itself: the child process of the tests above (`--ignored` runs it there).
+#[tokio::test]
+#[ignore = "runs as the child process of the signal tests"]
+async fn signal_child() {
+    let Ok(scenario) = std::env::var("CTXKIT_SIGNAL_SCENARIO") else {
+        return;
+    };
+    // Other code that listened with tokio before the first `notify`: its handler action runs
+    // before ctxkit's, which must still not take the first signal for a second one.
+    let _earlier = (scenario == "tokio_first").then(|| {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).unwrap()
+    });
+    let signals = [Signal::Interrupt, Signal::Terminate];
+    let (ctx, stop) = signal::notify(&Context::background(), &signals);
+    match scenario.as_str() {
+        "second" | "tokio_first" => {
+            println!("@ready");
+            ctx.done().await;
+            if scenario == "tokio_first" {
+                // There the listener may still be settling when the context is done.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            println!("@first: {}", ctx.cause().unwrap());
+            // A shutdown that hangs.
+            tokio::time::sleep(PATIENCE * 2).await;
+        }
+        "stop" => {
+            stop.cancel();
+            // Let the listener see it (this runtime has one thread: it runs meanwhile).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            println!("@stopped");
+            tokio::time::sleep(PATIENCE * 2).await;
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+    println!("@survived");
+}

@@ -1,0 +1,14 @@
+use std::rc::Rc;
+
+use ctxkit::cancellable;
+
+#[cancellable]
+async fn hold_rc() {
+    let rc = Rc::new(1);
+    tokio::task::yield_now().await;
+    drop(rc);
+}
+
+fn main() {
+    tokio::spawn(hold_rc());
+}

@@ -1,0 +1,13 @@
+use ctxkit::cancellable;
+
+#[cancellable]
+async fn save(data: &mut Vec<u8>) {
+    #[shield]
+    data.push(1);
+    tokio::task::yield_now().await;
+}
+
+fn main() {
+    let mut data = Vec::new();
+    let _ = save(&mut data);
+}
