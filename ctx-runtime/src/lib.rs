@@ -97,6 +97,8 @@ mod node;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod propagation;
 mod scope;
+// tokio has no signal support under `--cfg loom` (the loom models need none).
+#[cfg(not(loom))]
 pub mod signal;
 mod sync;
 mod timer;
