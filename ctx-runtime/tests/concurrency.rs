@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use ctx_runtime::{CancelHandle, Context, ContextKey, Done, Error};
 
-const GENEROUS: Duration = Duration::from_secs(60);
+/// Bounds that only a deadlock can reach (miri runs thousands of times slower, on the real clock).
+const GENEROUS: Duration = Duration::from_secs(if cfg!(miri) { 1200 } else { 60 });
 
 /// Sizes for loops: full natively, small under miri (which is thousands of times slower).
 fn scale(n: usize) -> usize {
@@ -344,10 +345,10 @@ async fn tasks_awaiting_done_all_finish_when_cancelled_from_threads() {
     let (root, cancel) = Context::background().with_cancel();
     let mut tasks = Vec::new();
     let mut handles = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..scale(100) {
         let (c, h) = root.with_value::<Token2>(1).with_cancel();
         handles.push(h);
-        for _ in 0..10 {
+        for _ in 0..scale(10) {
             let c = c.clone();
             tasks.push(tokio::spawn(async move { c.done().await }));
         }
