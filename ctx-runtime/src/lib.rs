@@ -102,6 +102,9 @@ mod scope;
 pub mod signal;
 mod sync;
 mod timer;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 pub use after::AfterFunc;
 pub use checkpoint::checkpoint;

@@ -1,0 +1,3 @@
+module ctxkit.bench/gocontext
+
+go 1.19
