@@ -361,7 +361,7 @@ const AWAITS: u64 = 10_000;
 async fn ready_cancellable(ctx: &Context, n: u64) -> u64 {
     let mut sum = 0;
     for i in 0..n {
-        sum += black_box(std::future::ready(i)).await;
+        sum += std::future::ready(black_box(i)).await;
     }
     sum
 }
@@ -369,7 +369,7 @@ async fn ready_cancellable(ctx: &Context, n: u64) -> u64 {
 async fn ready_plain(_ctx: &Context, n: u64) -> u64 {
     let mut sum = 0;
     for i in 0..n {
-        sum += black_box(std::future::ready(i)).await;
+        sum += std::future::ready(black_box(i)).await;
     }
     sum
 }

@@ -1,6 +1,6 @@
 //! `#[derive(ContextKey)]` with `header = "…"` (and `codec = path`): travelling keys.
 
-use ctxkit::{BoxError, Context, ContextKey, KeyCodec};
+use ctxkit::{BoxError, ContextKey, KeyCodec};
 
 #[derive(Clone, Debug, PartialEq, ContextKey)]
 #[context_key(header = "x-request-id")]
@@ -66,8 +66,8 @@ fn the_derive_records_header_and_codec() {
 #[cfg(feature = "http")]
 #[test]
 fn derived_keys_travel_through_headers() {
-    use ctxkit::Instant;
     use ctxkit::propagation::{self, Accept};
+    use ctxkit::{Context, Instant};
 
     let ctx = Context::background();
     let ctx = RequestId::set(&ctx, RequestId(7));

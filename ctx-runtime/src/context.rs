@@ -10,7 +10,7 @@ use crate::done::Done;
 use crate::error::{Cause, Error, Origin};
 use crate::handle::{CancelCauseHandle, CancelHandle};
 use crate::key::ContextKey;
-use crate::node::{self, CancelCore, Kind, LIVE, Node, ValueSlot};
+use crate::node::{self, CancelCore, KeyMeta, Kind, LIVE, Node, ValueSlot};
 use crate::sync::Arc;
 use crate::{Instant, timer};
 
@@ -99,7 +99,16 @@ impl Context {
 
     #[inline]
     pub(crate) fn core(&self) -> Option<&CancelCore> {
-        self.source().map(|n| n.expect_core())
+        // `source()` then `expect_core()` would match the kind twice on every `is_done()`.
+        // Tested in order of likelihood: a 4-way `match` compiles to a jump table here.
+        let node = self.node.as_deref()?;
+        if let Kind::Cancel(c) = &node.kind {
+            return Some(c);
+        }
+        if let Kind::Value(v) = &node.kind {
+            return v.source.as_deref().and_then(Node::core);
+        }
+        None
     }
 
     /// A child that is cancelled when the returned handle is cancelled or dropped, or when this
@@ -279,13 +288,7 @@ impl Context {
         own_deadline: bool,
         here: &'static Location<'static>,
     ) -> Arc<Node> {
-        node::new_cancel(
-            self.node.clone(),
-            self.source().cloned(),
-            deadline,
-            own_deadline,
-            here,
-        )
+        node::new_cancel(self.node.clone(), deadline, own_deadline, here)
     }
 
     fn wrap(&self, node: Arc<Node>) -> Context {
@@ -313,8 +316,12 @@ impl Context {
             parent: self.node.clone(),
             kind: Kind::Value(ValueSlot {
                 key: TypeId::of::<K>(),
-                key_name: std::any::type_name::<K>,
-                travel: crate::key::travel::<K>,
+                meta: const {
+                    &KeyMeta {
+                        name: std::any::type_name::<K>,
+                        travel: crate::key::travel::<K>,
+                    }
+                },
                 value: Box::new(value),
                 source: self.source().cloned(),
             }),
@@ -406,10 +413,11 @@ impl Context {
     /// assert_eq!(ctx.err(), Some(Error::Canceled));
     /// ```
     pub fn err(&self) -> Option<Error> {
-        let core = self.core()?;
+        let node = self.source()?;
+        let core = node.expect_core();
         let st = core.state();
         if st == LIVE {
-            core.catch_up_deadline();
+            node.catch_up_deadline();
             return node::state_err(core.state());
         }
         node::state_err(st)
@@ -513,7 +521,7 @@ impl fmt::Debug for Context {
             match &n.kind {
                 Kind::Todo => f.write_str(".TODO")?,
                 Kind::WithoutCancel => f.write_str(".WithoutCancel")?,
-                Kind::Value(v) => write!(f, ".WithValue({})", short_type_name((v.key_name)()))?,
+                Kind::Value(v) => write!(f, ".WithValue({})", short_type_name((v.meta.name)()))?,
                 Kind::Cancel(c) if c.own_deadline => {
                     let at = c.deadline.expect("own deadline");
                     let now = Instant::now();
@@ -560,7 +568,8 @@ impl CancelCore {
     /// The cause a deadline hit reports for this node.
     pub(crate) fn deadline_cause(&self, at: Instant) -> Cause {
         let origin = Origin::Deadline {
-            set_at: self.created,
+            // Only nodes with their own deadline report one, and they know where they were made.
+            set_at: self.created().unwrap_or(Location::caller()),
             at,
         };
         match self.custom_deadline_cause() {

@@ -125,6 +125,52 @@ pub struct Cause {
     origin: Option<Origin>,
 }
 
+/// A [`Cause`] that is a context [`Error`] from a call or a dropped handle (or from nowhere):
+/// what nearly every cancellation stores, in a few bytes instead of a whole `Cause`.
+#[derive(Clone, Copy)]
+pub(crate) struct PlainCause {
+    pub(crate) error: Error,
+    pub(crate) origin: PlainOrigin,
+}
+
+/// The origin of a [`PlainCause`].
+#[derive(Clone, Copy)]
+pub(crate) enum PlainOrigin {
+    None,
+    Called(&'static Location<'static>),
+    Dropped(&'static Location<'static>),
+}
+
+impl Cause {
+    /// This cause as a [`PlainCause`], if it is one.
+    pub(crate) fn to_plain(&self) -> Option<PlainCause> {
+        let Reason::Context(error) = self.error else {
+            return None;
+        };
+        let origin = match self.origin {
+            None => PlainOrigin::None,
+            Some(Origin::Called(l)) => PlainOrigin::Called(l),
+            Some(Origin::Dropped(l)) => PlainOrigin::Dropped(l),
+            Some(Origin::Deadline { .. }) => return None,
+        };
+        Some(PlainCause { error, origin })
+    }
+}
+
+impl From<PlainCause> for Cause {
+    fn from(p: PlainCause) -> Cause {
+        let origin = match p.origin {
+            PlainOrigin::None => None,
+            PlainOrigin::Called(l) => Some(Origin::Called(l)),
+            PlainOrigin::Dropped(l) => Some(Origin::Dropped(l)),
+        };
+        Cause {
+            error: Reason::Context(p.error),
+            origin,
+        }
+    }
+}
+
 /// A plain `Error` needs no allocation; anything else is shared.
 #[derive(Clone)]
 enum Reason {

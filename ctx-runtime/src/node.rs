@@ -19,15 +19,22 @@ use slab::Slab;
 
 use crate::Instant;
 use crate::after::AfterShared;
-use crate::error::{Cause, Error};
-use crate::sync::{Arc, AtomicU8, AtomicUsize, Mutex, Ordering, arc_into_inner, lock};
+use crate::error::{Cause, Error, PlainCause, PlainOrigin};
+use crate::sync::{Arc, AtomicU8, AtomicU32, Mutex, Ordering, arc_into_inner, lock};
 use crate::timer::TimerHandle;
 
 pub(crate) const LIVE: u8 = 0;
 pub(crate) const CANCELED: u8 = 1;
 pub(crate) const DEADLINE: u8 = 2;
 
-const NO_KEY: usize = usize::MAX;
+const NO_KEY: u32 = u32::MAX;
+
+/// `CancelCore::plain`: no cause yet, or one kept in `More::cause`.
+const PLAIN_NONE: u8 = 0;
+/// `CancelCore::plain`: the node's error with no origin, or called / dropped at `plain_at`.
+const PLAIN_BARE: u8 = 1;
+const PLAIN_CALLED: u8 = 2;
+const PLAIN_DROPPED: u8 = 3;
 
 pub(crate) fn state_err(state: u8) -> Option<Error> {
     match state {
@@ -64,13 +71,19 @@ pub(crate) enum Kind {
 
 pub(crate) struct ValueSlot {
     pub(crate) key: TypeId,
-    pub(crate) key_name: fn() -> &'static str,
-    /// Encodes the value for a header if its key travels (`ContextKey::HEADER`).
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) travel: crate::key::TravelFn,
+    /// The key's name and codec: one static per key type, so a value node stays small.
+    pub(crate) meta: &'static KeyMeta,
     pub(crate) value: Box<dyn Any + Send + Sync>,
     /// The nearest cancellable ancestor, which answers `is_done()` etc. for this node.
     pub(crate) source: Option<Arc<Node>>,
+}
+
+/// What a value node needs to know about its key beyond its `TypeId`.
+pub(crate) struct KeyMeta {
+    pub(crate) name: fn() -> &'static str,
+    /// Encodes the value for a header if its key travels (`ContextKey::HEADER`).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) travel: crate::key::TravelFn,
 }
 
 pub(crate) struct CancelCore {
@@ -80,22 +93,149 @@ pub(crate) struct CancelCore {
     pub(crate) deadline: Option<Instant>,
     /// Whether `deadline` is this node's own (it runs a timer), for `Debug`.
     pub(crate) own_deadline: bool,
-    /// Where this node was made (for `Debug` and for causes).
-    pub(crate) created: &'static Location<'static>,
-    /// The nearest cancellable ancestor, which holds this node in its registry.
-    parent: Option<Arc<Node>>,
-    /// This node's slot in `parent`'s registry; read and written under `parent`'s lock.
-    key: AtomicUsize,
+    /// This node's slot in the registry of its nearest cancellable ancestor (see
+    /// [`Node::source_parent`]); read and written under that ancestor's lock. `u32` keeps the
+    /// node small: a registry never holds 4 billion live entries (they would take 300 GB).
+    key: AtomicU32,
+    /// How the cause is stored (`PLAIN_*`); read and written under `inner`'s lock.
+    plain: AtomicU8,
     inner: Mutex<Inner>,
 }
 
+/// What a node's lock guards. Kept small (every node of every kind is as large as the largest
+/// kind): a plain cancellation's cause fits inline, everything else that most nodes never need
+/// (a registry, a timer, a custom cause) lives in `more`, boxed on first use.
 #[derive(Default)]
 struct Inner {
-    entries: Slab<Entry>,
+    /// With `CancelCore::plain`: the cause, when it is a plain one (`cancel()`, a dropped
+    /// handle) of the node's own error.
+    plain_at: Option<&'static Location<'static>>,
+    more: Option<Box<More>>,
+}
+
+#[derive(Default)]
+struct More {
+    entries: Registry,
+    /// The cause, when it is not a plain one.
     cause: Option<Cause>,
     timer: Option<TimerHandle>,
     /// What a deadline hit reports instead of `DeadlineExceeded` (`with_deadline_cause`).
     deadline_cause: Option<Cause>,
+    /// Where a node with its own deadline was made, for the cause its deadline reports.
+    created: Option<&'static Location<'static>>,
+}
+
+impl Inner {
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    fn entries_len(&self) -> usize {
+        self.more.as_ref().map_or(0, |m| m.entries.len())
+    }
+
+    /// Removes entry `key`; gives the memory of a registry that grew under a burst back once
+    /// it is empty.
+    fn remove(&mut self, key: usize) -> Option<Entry> {
+        let m = self.more.as_mut()?;
+        let e = m.entries.try_remove(key);
+        if m.entries.is_empty() && m.entries.capacity() > 64 {
+            if m.cause.is_none()
+                && m.timer.is_none()
+                && m.deadline_cause.is_none()
+                && m.created.is_none()
+            {
+                self.more = None;
+            } else {
+                m.entries = Registry::Empty;
+            }
+        }
+        e
+    }
+}
+
+/// A slab of entries that keeps a lone entry inline: most nodes have at most one waiter or
+/// child, which then needs no slab of its own (no allocation, nothing to free at the walk).
+/// Keys are the slab's; the lone entry's key is 0, as it would be in a slab.
+#[derive(Default)]
+enum Registry {
+    #[default]
+    Empty,
+    One(Entry),
+    Many(Slab<Entry>),
+}
+
+impl Registry {
+    fn insert(&mut self, e: Entry) -> usize {
+        if let Registry::Many(slab) = self {
+            return slab.insert(e);
+        }
+        match std::mem::take(self) {
+            Registry::Empty => {
+                *self = Registry::One(e);
+                0
+            }
+            Registry::One(first) => {
+                let mut slab = Slab::with_capacity(4);
+                slab.insert(first);
+                let key = slab.insert(e);
+                *self = Registry::Many(slab);
+                key
+            }
+            Registry::Many(mut slab) => {
+                let key = slab.insert(e);
+                *self = Registry::Many(slab);
+                key
+            }
+        }
+    }
+
+    fn get_mut(&mut self, key: usize) -> Option<&mut Entry> {
+        match self {
+            Registry::One(e) if key == 0 => Some(e),
+            Registry::Many(slab) => slab.get_mut(key),
+            _ => None,
+        }
+    }
+
+    fn try_remove(&mut self, key: usize) -> Option<Entry> {
+        match self {
+            Registry::One(_) if key == 0 => match std::mem::take(self) {
+                Registry::One(e) => Some(e),
+                _ => None,
+            },
+            Registry::Many(slab) => slab.try_remove(key),
+            _ => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Registry::Empty => 0,
+            Registry::One(_) => 1,
+            Registry::Many(slab) => slab.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            Registry::Many(slab) => slab.capacity(),
+            _ => 0,
+        }
+    }
+
+    /// Every entry, in registration order (key order, for a slab that never reused a key).
+    fn for_each(self, mut f: impl FnMut(Entry)) {
+        match self {
+            Registry::Empty => {}
+            Registry::One(e) => f(e),
+            Registry::Many(slab) => slab.into_iter().for_each(|(_, e)| f(e)),
+        }
+    }
 }
 
 pub(crate) enum Entry {
@@ -105,6 +245,19 @@ pub(crate) enum Entry {
 }
 
 impl Node {
+    /// The nearest cancellable strict ancestor: the node whose cancellation reaches this one
+    /// and, for a cancellable node, the one holding it in its registry.
+    #[inline]
+    pub(crate) fn source_parent(&self) -> Option<&Arc<Node>> {
+        let p = self.parent.as_ref()?;
+        match &p.kind {
+            Kind::Cancel(_) => Some(p),
+            Kind::Value(v) => v.source.as_ref(),
+            Kind::Todo | Kind::WithoutCancel => None,
+        }
+    }
+
+    #[inline]
     pub(crate) fn core(&self) -> Option<&CancelCore> {
         match &self.kind {
             Kind::Cancel(c) => Some(c),
@@ -112,6 +265,7 @@ impl Node {
         }
     }
 
+    #[inline]
     pub(crate) fn expect_core(&self) -> &CancelCore {
         self.core().expect("a cancellable node")
     }
@@ -127,7 +281,36 @@ impl CancelCore {
         if self.state() == LIVE {
             return None;
         }
-        lock(&self.inner).cause.clone()
+        let g = lock(&self.inner);
+        self.load_cause(&g)
+    }
+
+    /// Stores the cause of this node's cancellation with `err` (under its lock).
+    fn store_cause(&self, g: &mut Inner, err: Error, cause: &Cause) {
+        match cause.to_plain() {
+            Some(p) if p.error == err => {
+                let (kind, at) = match p.origin {
+                    PlainOrigin::None => (PLAIN_BARE, None),
+                    PlainOrigin::Called(l) => (PLAIN_CALLED, Some(l)),
+                    PlainOrigin::Dropped(l) => (PLAIN_DROPPED, Some(l)),
+                };
+                g.plain_at = at;
+                self.plain.store(kind, Ordering::Relaxed);
+            }
+            _ => g.more().cause = Some(cause.clone()),
+        }
+    }
+
+    /// The stored cause (under this node's lock).
+    fn load_cause(&self, g: &Inner) -> Option<Cause> {
+        let origin = match (self.plain.load(Ordering::Relaxed), g.plain_at) {
+            (PLAIN_NONE, _) => return g.more.as_ref()?.cause.clone(),
+            (PLAIN_CALLED, Some(l)) => PlainOrigin::Called(l),
+            (PLAIN_DROPPED, Some(l)) => PlainOrigin::Dropped(l),
+            _ => PlainOrigin::None,
+        };
+        let error = state_err(self.state.load(Ordering::Relaxed))?;
+        Some(Cause::from(PlainCause { error, origin }))
     }
 
     /// Registers `entry`; gives it back when the node is already done.
@@ -136,7 +319,7 @@ impl CancelCore {
         if self.state.load(Ordering::Relaxed) != LIVE {
             return Err(entry);
         }
-        Ok(g.entries.insert(entry))
+        Ok(g.more().entries.insert(entry))
     }
 
     /// Replaces the waker of waiter `key` (no-op once done).
@@ -145,7 +328,7 @@ impl CancelCore {
         if self.state.load(Ordering::Relaxed) != LIVE {
             return;
         }
-        if let Some(Entry::Waiter(w)) = g.entries.get_mut(key) {
+        if let Some(Entry::Waiter(w)) = g.more.as_mut().and_then(|m| m.entries.get_mut(key)) {
             w.clone_from(waker);
         }
     }
@@ -156,20 +339,18 @@ impl CancelCore {
         if self.state.load(Ordering::Relaxed) != LIVE {
             return None;
         }
-        let e = g.entries.try_remove(key);
-        // Give the memory of a registry that grew under a burst back once it is empty.
-        if g.entries.is_empty() && g.entries.capacity() > 64 {
-            g.entries = Slab::new();
-        }
-        e
+        g.remove(key)
     }
 
     pub(crate) fn set_deadline_cause(&self, c: Cause) {
-        lock(&self.inner).deadline_cause = Some(c);
+        lock(&self.inner).more().deadline_cause = Some(c);
     }
 
     pub(crate) fn custom_deadline_cause(&self) -> Option<Cause> {
-        lock(&self.inner).deadline_cause.clone()
+        lock(&self.inner)
+            .more
+            .as_ref()
+            .and_then(|m| m.deadline_cause.clone())
     }
 
     /// Stores the deadline timer, or stops it at once if the node is already done.
@@ -180,8 +361,9 @@ impl CancelCore {
     pub(crate) fn set_timer(&self, t: TimerHandle) {
         let mut g = lock(&self.inner);
         if self.state.load(Ordering::Relaxed) == LIVE {
-            if !(t.is_task() && g.timer.as_ref().is_some_and(|old| !old.is_task())) {
-                g.timer = Some(t);
+            let more = g.more();
+            if !(t.is_task() && more.timer.as_ref().is_some_and(|old| !old.is_task())) {
+                more.timer = Some(t);
             }
         } else {
             drop(g);
@@ -191,38 +373,39 @@ impl CancelCore {
 
     /// Number of registered entries (children, waiters, callbacks); for tests of the bookkeeping.
     pub(crate) fn registered(&self) -> usize {
-        lock(&self.inner).entries.len()
+        lock(&self.inner).entries_len()
     }
 
-    /// If this node's effective deadline has passed but its timer has not fired yet (no runtime
-    /// drives it, or it is just late), fire it now, on the node that owns that deadline.
-    pub(crate) fn catch_up_deadline(&self) {
-        let Some(at) = self.deadline else { return };
-        if self.state() != LIVE || Instant::now() < at {
-            return;
-        }
-        // Find the node whose own deadline this is: this one or a cancellable ancestor.
-        if self.own_deadline {
-            fire_own_deadline(self, at);
-            return;
-        }
-        let mut p = self.parent.clone();
-        while let Some(n) = p {
-            let c = n.expect_core();
-            if c.own_deadline && c.deadline == Some(at) {
-                c.catch_up_deadline();
-                return;
-            }
-            p = c.parent.clone();
-        }
+    /// Where this node was made, if it has its own deadline.
+    pub(crate) fn created(&self) -> Option<&'static Location<'static>> {
+        lock(&self.inner).more.as_ref().and_then(|m| m.created)
     }
 }
 
-/// Cancels a node that owns a passed deadline, given only a reference to its core. The cascade
-/// needs the node's children, not its `Arc`, so this is the same as [`cancel`] minus the `Arc`.
-fn fire_own_deadline(core: &CancelCore, at: Instant) {
-    let cause = core.deadline_cause(at);
-    cancel_core(core, Error::DeadlineExceeded, cause, true);
+impl Node {
+    /// If this node's effective deadline has passed but its timer has not fired yet (no runtime
+    /// drives it, or it is just late), fire it now, on the node that owns that deadline.
+    pub(crate) fn catch_up_deadline(&self) {
+        let core = self.expect_core();
+        let Some(at) = core.deadline else { return };
+        if core.state() != LIVE || Instant::now() < at {
+            return;
+        }
+        // Find the node whose own deadline this is: this one or a cancellable ancestor.
+        let mut n = self;
+        loop {
+            let c = n.expect_core();
+            if c.own_deadline && c.deadline == Some(at) {
+                let cause = c.deadline_cause(at);
+                cancel(n, Error::DeadlineExceeded, cause);
+                return;
+            }
+            match n.source_parent() {
+                Some(p) => n = p,
+                None => return,
+            }
+        }
+    }
 }
 
 impl Drop for Node {
@@ -248,7 +431,7 @@ impl Drop for Node {
 impl Kind {
     fn take_source(&mut self) -> Option<Arc<Node>> {
         match self {
-            Kind::Cancel(c) => c.parent.take(),
+            Kind::Cancel(_) => None,
             Kind::Value(v) => v.source.take(),
             Kind::Todo | Kind::WithoutCancel => None,
         }
@@ -260,7 +443,6 @@ impl Kind {
 /// with the ancestor's error and cause.
 pub(crate) fn new_cancel(
     parent: Option<Arc<Node>>,
-    source: Option<Arc<Node>>,
     deadline: Option<Instant>,
     own_deadline: bool,
     created: &'static Location<'static>,
@@ -271,26 +453,38 @@ pub(crate) fn new_cancel(
             state: AtomicU8::new(LIVE),
             deadline,
             own_deadline,
-            created,
-            parent: source,
-            key: AtomicUsize::new(NO_KEY),
-            inner: Mutex::new(Inner::default()),
+            key: AtomicU32::new(NO_KEY),
+            plain: AtomicU8::new(PLAIN_NONE),
+            inner: Mutex::new(Inner {
+                plain_at: None,
+                // Only a node with its own deadline reports where it was made (and it needs the
+                // box for its timer anyway).
+                more: own_deadline.then(|| {
+                    Box::new(More {
+                        created: Some(created),
+                        ..More::default()
+                    })
+                }),
+            }),
         }),
     });
     let core = node.expect_core();
-    if let Some(src) = &core.parent {
+    if let Some(src) = node.source_parent() {
         let sc = src.expect_core();
         let mut g = lock(&sc.inner);
         let st = sc.state.load(Ordering::Relaxed);
         if st == LIVE {
-            let key = g.entries.insert(Entry::Child(node.clone()));
-            core.key.store(key, Ordering::Relaxed);
+            let key = g.more().entries.insert(Entry::Child(node.clone()));
+            core.key
+                .store(u32::try_from(key).unwrap_or(NO_KEY), Ordering::Relaxed);
         } else {
-            let cause = g.cause.clone();
+            let cause = sc.load_cause(&g);
             drop(g);
             // Born done: nobody else can see this node yet, so no one waits on it.
             let mut mine = lock(&core.inner);
-            mine.cause = cause;
+            if let (Some(c), Some(err)) = (&cause, state_err(st)) {
+                core.store_cause(&mut mine, err, c);
+            }
             core.state.store(st, Ordering::Release);
         }
     }
@@ -301,15 +495,13 @@ pub(crate) fn new_cancel(
 /// Returns whether this call did it. Every node of the subtree is marked done before any waiter
 /// is woken or callback started.
 pub(crate) fn cancel(node: &Node, err: Error, cause: Cause) -> bool {
-    cancel_core(node.expect_core(), err, cause, true)
-}
-
-fn cancel_core(core: &CancelCore, err: Error, cause: Cause, detach: bool) -> bool {
-    let Some(entries) = mark_done(core, err, &cause) else {
+    let Some(entries) = mark_done(node.expect_core(), err, &cause) else {
         return false;
     };
-    if detach {
-        detach_from_parent(core);
+    detach_from_parent(node);
+    if entries.is_empty() {
+        // Nothing below and nobody waiting: the common case of a handle dropped after use.
+        return true;
     }
     // Mark the whole subtree first, then wake: whoever is woken sees every descendant done
     // (except those another thread is cancelling at the same moment, which it finishes itself).
@@ -332,15 +524,17 @@ fn cancel_core(core: &CancelCore, err: Error, cause: Cause, detach: bool) -> boo
 }
 
 /// Marks `core` done and takes its registry, or `None` if it was done already.
-fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Slab<Entry>> {
+fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Registry> {
     let mut g = lock(&core.inner);
     if core.state.load(Ordering::Relaxed) != LIVE {
         return None;
     }
-    g.cause = Some(cause.clone());
+    core.store_cause(&mut g, err, cause);
     core.state.store(err_state(err), Ordering::Release);
-    let entries = std::mem::take(&mut g.entries);
-    let timer = g.timer.take();
+    let (entries, timer) = match g.more.as_mut() {
+        Some(m) => (std::mem::take(&mut m.entries), m.timer.take()),
+        None => (Registry::Empty, None),
+    };
     drop(g);
     if let Some(t) = timer {
         t.stop();
@@ -349,13 +543,11 @@ fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Slab<Entry>
 }
 
 /// Queues children for the walk, and waiters and callbacks for waking, in registration order.
-fn sort(entries: Slab<Entry>, queue: &mut Vec<Arc<Node>>, wake: &mut Vec<Entry>) {
-    for (_, entry) in entries {
-        match entry {
-            Entry::Child(c) => queue.push(c),
-            other => wake.push(other),
-        }
-    }
+fn sort(entries: Registry, queue: &mut Vec<Arc<Node>>, wake: &mut Vec<Entry>) {
+    entries.for_each(|entry| match entry {
+        Entry::Child(c) => queue.push(c),
+        other => wake.push(other),
+    });
 }
 
 /// Wakes waiters and starts callbacks, outside every lock. A panicking waker neither stops the
@@ -377,18 +569,44 @@ fn notify(wake: Vec<Entry>) {
     }
 }
 
+/// The drop of `node`'s handle when nobody else can see the node any more: no context, waiter,
+/// timer or child holds it, and nothing waits in its registry. Cancelling it could not be
+/// observed, so it only leaves its parent's registry, and the marking, the cause and the walk
+/// are skipped. Returns `false` (nothing done but perhaps the leaving) when the node may be
+/// observed: the caller then cancels it as usual.
+///
+/// Nobody can start observing it meanwhile: a new reference needs an existing one, and besides
+/// the caller's only the parent's registry may hold one, which never hands out clones.
+pub(crate) fn release_unobserved(node: &Arc<Node>) -> bool {
+    let core = node.expect_core();
+    let registered = usize::from(core.key.load(Ordering::Relaxed) != NO_KEY);
+    if Arc::strong_count(node) != 1 + registered {
+        return false;
+    }
+    {
+        // An `after_func` callback waits in the registry without holding the node.
+        let g = lock(&core.inner);
+        if core.state.load(Ordering::Relaxed) != LIVE || g.entries_len() != 0 {
+            return false;
+        }
+    }
+    if registered == 1 {
+        detach_from_parent(node);
+    }
+    Arc::strong_count(node) == 1
+}
+
 /// Leaves the nearest cancellable ancestor's registry (no-op if it is done: it dropped us).
-fn detach_from_parent(core: &CancelCore) {
-    if let Some(p) = &core.parent {
+fn detach_from_parent(node: &Node) {
+    let core = node.expect_core();
+    if let Some(p) = node.source_parent() {
         let pc = p.expect_core();
         let mut g = lock(&pc.inner);
         if pc.state.load(Ordering::Relaxed) == LIVE {
             let key = core.key.load(Ordering::Relaxed);
             if key != NO_KEY {
-                let removed = g.entries.try_remove(key);
-                if g.entries.is_empty() && g.entries.capacity() > 64 {
-                    g.entries = Slab::new();
-                }
+                let removed = g.remove(key as usize);
+                core.key.store(NO_KEY, Ordering::Relaxed);
                 drop(g);
                 // The child's Arc is dropped outside the lock (it may be the last one).
                 drop(removed);

@@ -353,7 +353,7 @@ pub fn inject(ctx: &Context, headers: &mut HeaderMap) {
     let mut cur = ctx.node.as_deref();
     while let Some(n) = cur {
         if let Kind::Value(slot) = &n.kind
-            && let Some((header, text)) = (slot.travel)(&*slot.value)
+            && let Some((header, text)) = (slot.meta.travel)(&*slot.value)
             && !seen.contains(&header)
         {
             seen.push(header);
