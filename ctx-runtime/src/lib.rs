@@ -85,6 +85,9 @@
 #[path = "private.rs"]
 pub mod __private;
 mod after;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 mod checkpoint;
 mod context;
 mod done;

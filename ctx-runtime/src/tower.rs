@@ -12,6 +12,11 @@
 //!   ([`inject`](crate::propagation::inject)), fails at once with the context's [`Error`] when it
 //!   is already done (sending nothing), and drops the call (so the connection resets the stream)
 //!   when the context is done before the response arrives.
+//!
+//! Under axum, `ctx_runtime::axum::Ctx` (feature `axum`) extracts the request's context. Under
+//! tonic, put `ServerLayer` in front of `tonic::service::Routes` and serve them with hyper:
+//! `tonic::transport::Server` runs its own `grpc-timeout` timer outside every layer and answers a
+//! passed deadline with `CANCELLED` where this layer answers `DEADLINE_EXCEEDED`.
 
 use std::fmt;
 use std::future::Future;
