@@ -3,8 +3,8 @@
 //! tonic's routes. Shared by the peer tests and the `grpc_deadline` example (`#[path]` module).
 //!
 //! The layer goes in front of `tonic::service::Routes` served by hyper, not inside
-//! `tonic::transport::Server`: that server runs its own `grpc-timeout` timer outside every layer
-//! and answers a passed deadline with CANCELLED instead of DEADLINE_EXCEEDED.
+//! `tonic::transport::Server`: that server runs its own `grpc-timeout` timer outside every layer,
+//! racing the layer's, and when it wins answers a passed deadline with CANCELLED.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -166,4 +166,53 @@ fn context_status(status: Status) -> Status {
         Some(ctxkit::Error::Canceled) => Status::cancelled("context canceled"),
         None => status,
     }
+}
+
+/// One `Call` of `job` sent raw over a fresh HTTP/2 connection, with extra `headers` (e.g. a
+/// malformed `grpc-timeout` no gRPC client would send): the answer's `grpc-status` and
+/// `grpc-message` (percent-decoded), from its headers or trailers.
+pub async fn raw_call(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+    job: &HopRequest,
+) -> (String, String) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // One length-prefixed, uncompressed message.
+    let msg = prost::Message::encode_to_vec(job);
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&msg);
+    let mut req = http::Request::post(format!("http://{addr}{PATH}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
+        .unwrap();
+    let (parts, body) = sender.send_request(req).await.unwrap().into_parts();
+    let trailers = body
+        .collect()
+        .await
+        .unwrap()
+        .trailers()
+        .cloned()
+        .unwrap_or_default();
+    let get = |name: &str| {
+        let v = parts.headers.get(name).or(trailers.get(name));
+        let v = v
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        percent_encoding::percent_decode_str(&v)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    (get("grpc-status"), get("grpc-message"))
 }

@@ -15,8 +15,8 @@
 //!
 //! Under axum, `ctx_runtime::axum::Ctx` (feature `axum`) extracts the request's context. Under
 //! tonic, put `ServerLayer` in front of `tonic::service::Routes` and serve them with hyper:
-//! `tonic::transport::Server` runs its own `grpc-timeout` timer outside every layer and answers a
-//! passed deadline with `CANCELLED` where this layer answers `DEADLINE_EXCEEDED`.
+//! `tonic::transport::Server` runs its own `grpc-timeout` timer outside every layer, racing this
+//! layer's, and when it wins answers a passed deadline with `CANCELLED`, not `DEADLINE_EXCEEDED`.
 
 use std::fmt;
 use std::future::Future;
