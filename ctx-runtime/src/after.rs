@@ -18,7 +18,7 @@ pub(crate) struct AfterShared {
 
 impl AfterShared {
     /// Called when the context is done: starts the callback unless `stop()` won.
-    pub(crate) fn fire(self: Arc<Self>) {
+    pub(crate) fn fire(&self) {
         let won = self
             .state
             .compare_exchange(PENDING, STARTED, Ordering::AcqRel, Ordering::Acquire)
@@ -37,6 +37,7 @@ impl AfterShared {
 /// it on the caller's stack (cancelling never waits for a callback, and a panicking callback
 /// never unwinds into `cancel()`), and never loses it: a task that is dropped unpolled (the
 /// runtime is shutting down) hands `f` to a thread.
+#[cfg(not(loom))]
 fn run_detached(f: Callback) {
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
@@ -47,6 +48,13 @@ fn run_detached(f: Callback) {
     }
 }
 
+/// Under loom, callbacks run on a model thread, so their races with the tree are explored too.
+#[cfg(loom)]
+fn run_detached(f: Callback) {
+    loom::thread::spawn(f);
+}
+
+#[cfg(not(loom))]
 fn spawn_thread(f: Callback) {
     let spawned = std::thread::Builder::new()
         .name("ctxkit-after-func".into())
@@ -57,8 +65,10 @@ fn spawn_thread(f: Callback) {
     }
 }
 
+#[cfg(not(loom))]
 struct Job(Option<Callback>);
 
+#[cfg(not(loom))]
 impl Job {
     fn run(&mut self) {
         if let Some(f) = self.0.take() {
@@ -67,6 +77,7 @@ impl Job {
     }
 }
 
+#[cfg(not(loom))]
 impl Drop for Job {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
@@ -113,7 +124,7 @@ impl AfterFunc {
                 .register(crate::node::Entry::After(shared.clone()))
             {
                 Ok(key) => reg = Some((node.clone(), key)),
-                Err(_) => shared.clone().fire(),
+                Err(_) => shared.fire(),
             }
         }
         AfterFunc { shared, reg }

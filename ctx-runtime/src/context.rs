@@ -161,6 +161,8 @@ impl Context {
     /// use std::time::Duration;
     /// use ctx_runtime::{Context, Error, Instant};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let soon = Instant::now() + Duration::from_secs(30);
     /// let (parent, _p) = Context::background().with_deadline(soon);
     /// let (child, _c) = parent.with_deadline(soon + Duration::from_secs(60));
@@ -168,6 +170,7 @@ impl Context {
     ///
     /// let (late, _l) = Context::background().with_deadline(Instant::now());
     /// assert_eq!(late.err(), Some(Error::DeadlineExceeded));
+    /// # }
     /// ```
     #[track_caller]
     pub fn with_deadline(&self, at: Instant) -> (Context, CancelHandle) {
@@ -522,10 +525,11 @@ impl fmt::Debug for Context {
                 Kind::Cancel(c) if c.own_deadline => {
                     let at = c.deadline.expect("own deadline");
                     let now = Instant::now();
+                    // An `Instant` has no readable form of its own: say how far away it is.
                     if at > now {
-                        write!(f, ".WithDeadline({at:?} [in {:?}])", at - now)?
+                        write!(f, ".WithDeadline(in {:?})", at - now)?
                     } else {
-                        write!(f, ".WithDeadline({at:?} [{:?} ago])", now - at)?
+                        write!(f, ".WithDeadline({:?} ago)", now - at)?
                     }
                 }
                 Kind::Cancel(_) => f.write_str(".WithCancel")?,

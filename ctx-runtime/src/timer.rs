@@ -3,11 +3,13 @@
 //! Inside a tokio runtime (with its time driver) a small task sleeps until the deadline, so
 //! deadlines follow tokio's clock and `tokio::time::pause()` works. Outside a runtime, or when the
 //! runtime goes away (shut down, or built without timers) before the deadline, one lazily started
-//! background thread holds the remaining deadlines.
+//! background thread holds the remaining deadlines; it exits shortly after it has none left.
+
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex as StdMutex, OnceLock};
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use crate::Instant;
 use crate::error::Error;
@@ -34,6 +36,7 @@ impl TimerHandle {
 }
 
 /// Starts the timer for `node`'s own deadline `at` and stores its handle in the node.
+#[cfg(not(loom))]
 pub(crate) fn start(node: &Arc<Node>, at: Instant) {
     let handle = match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
@@ -51,6 +54,10 @@ pub(crate) fn start(node: &Arc<Node>, at: Instant) {
     };
     node.expect_core().set_timer(handle);
 }
+
+/// Loom models have no clock: deadlines there are only caught up by `err()`.
+#[cfg(loom)]
+pub(crate) fn start(_node: &Arc<Node>, _at: Instant) {}
 
 fn fire(node: &Node, at: Instant) {
     let cause = node.expect_core().deadline_cause(at);
@@ -84,6 +91,13 @@ impl Drop for Armed {
         }
     }
 }
+
+/// How long the fallback thread waits for new deadlines once it has none before it exits.
+const LINGER: Duration = if cfg!(miri) {
+    Duration::ZERO
+} else {
+    Duration::from_secs(1)
+};
 
 struct Fallback {
     state: StdMutex<Timers>,
@@ -128,7 +142,12 @@ impl Fallback {
     fn remove(&self, at: StdInstant, id: u64) {
         let removed = {
             let mut t = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            t.queue.remove(&(at, id))
+            let removed = t.queue.remove(&(at, id));
+            if t.queue.is_empty() && t.running {
+                // Let the thread see it has nothing left to wait for.
+                self.wake.notify_one();
+            }
+            removed
         };
         drop(removed);
     }
@@ -152,7 +171,20 @@ impl Fallback {
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
-                None => t = self.wake.wait(t).unwrap_or_else(|p| p.into_inner()),
+                None => {
+                    // Nothing to wait for: linger a little for the next deadline (a program
+                    // making many timeouts must not pay a thread each), then go away, so no
+                    // idle thread outlives the deadlines it was started for.
+                    let (g, res) = self
+                        .wake
+                        .wait_timeout(t, LINGER)
+                        .unwrap_or_else(|p| p.into_inner());
+                    t = g;
+                    if res.timed_out() && t.queue.is_empty() {
+                        t.running = false;
+                        return;
+                    }
+                }
             }
         }
     }

@@ -11,7 +11,13 @@ use std::time::Duration;
 
 use ctx_runtime::{CancelHandle, Context, ContextKey, Done, Error};
 
-const GENEROUS: Duration = Duration::from_secs(60);
+/// Bounds that only a deadlock can reach (miri runs thousands of times slower, on the real clock).
+const GENEROUS: Duration = Duration::from_secs(if cfg!(miri) { 1200 } else { 60 });
+
+/// Sizes for loops: full natively, small under miri (which is thousands of times slower).
+fn scale(n: usize) -> usize {
+    if cfg!(miri) { (n / 50).max(2) } else { n }
+}
 
 /// Runs `f` on a thread and fails the test if it does not finish in time (a deadlock).
 fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -40,7 +46,7 @@ fn register(done: &mut Done, waker: &Waker) {
 #[test]
 fn many_threads_cancelling_one_tree_wake_every_waiter_exactly_once() {
     bounded(|| {
-        for _round in 0..20 {
+        for _round in 0..scale(20) {
             let (root, cancel_root) = Context::background().with_cancel();
             let mut handles: Vec<CancelHandle> = Vec::new();
             let mut waiters = Vec::new();
@@ -91,7 +97,7 @@ fn many_threads_cancelling_one_tree_wake_every_waiter_exactly_once() {
 #[test]
 fn concurrent_cancels_with_different_causes_agree_on_one_cause_everywhere() {
     bounded(|| {
-        for _ in 0..300 {
+        for _ in 0..scale(300) {
             let (root, cancel) = Context::background().with_cancel_cause();
             let mut kids = Vec::new();
             for _ in 0..8 {
@@ -124,7 +130,7 @@ fn concurrent_cancels_with_different_causes_agree_on_one_cause_everywhere() {
 #[test]
 fn children_attached_while_the_parent_is_cancelled_end_up_cancelled() {
     bounded(|| {
-        for _ in 0..100 {
+        for _ in 0..scale(100) {
             let (root, cancel) = Context::background().with_cancel();
             let gate = Arc::new(Barrier::new(3));
             let makers: Vec<_> = (0..2)
@@ -132,7 +138,9 @@ fn children_attached_while_the_parent_is_cancelled_end_up_cancelled() {
                     let (root, gate) = (root.clone(), gate.clone());
                     thread::spawn(move || {
                         gate.wait();
-                        (0..200).map(|_| root.with_cancel()).collect::<Vec<_>>()
+                        (0..scale(200))
+                            .map(|_| root.with_cancel())
+                            .collect::<Vec<_>>()
                     })
                 })
                 .collect();
@@ -151,9 +159,9 @@ fn children_attached_while_the_parent_is_cancelled_end_up_cancelled() {
 #[test]
 fn children_dropped_while_the_parent_is_cancelled_leave_no_trace() {
     bounded(|| {
-        for _ in 0..100 {
+        for _ in 0..scale(100) {
             let (root, cancel) = Context::background().with_cancel();
-            let kids: Vec<_> = (0..200).map(|_| root.with_cancel()).collect();
+            let kids: Vec<_> = (0..scale(200)).map(|_| root.with_cancel()).collect();
             let gate = Arc::new(Barrier::new(2));
             let g = gate.clone();
             let dropper = thread::spawn(move || {
@@ -337,10 +345,10 @@ async fn tasks_awaiting_done_all_finish_when_cancelled_from_threads() {
     let (root, cancel) = Context::background().with_cancel();
     let mut tasks = Vec::new();
     let mut handles = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..scale(100) {
         let (c, h) = root.with_value::<Token2>(1).with_cancel();
         handles.push(h);
-        for _ in 0..10 {
+        for _ in 0..scale(10) {
             let c = c.clone();
             tasks.push(tokio::spawn(async move { c.done().await }));
         }
@@ -360,4 +368,43 @@ async fn tasks_awaiting_done_all_finish_when_cancelled_from_threads() {
 struct Token2;
 impl ContextKey for Token2 {
     type Value = u8;
+}
+
+struct Panics;
+impl Wake for Panics {
+    fn wake(self: Arc<Self>) {
+        panic!("waker failure (expected by this test)");
+    }
+}
+
+#[test]
+fn a_panicking_waker_neither_stops_other_wakeups_nor_breaks_the_tree() {
+    let (root, cancel) = Context::background().with_cancel();
+    let (child, _h) = root.with_cancel();
+    let bad = Waker::from(Arc::new(Panics));
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let good = Waker::from(count.clone());
+    let mut on_root = root.done();
+    register(&mut on_root, &bad);
+    let mut on_child = child.done();
+    register(&mut on_child, &good);
+    let mut also_root = root.done();
+    register(&mut also_root, &good);
+
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cancel.cancel()));
+    assert!(
+        unwound.is_err(),
+        "the waker's panic resumes in the canceller"
+    );
+    assert_eq!(
+        count.0.load(Ordering::SeqCst),
+        2,
+        "the other waiters were woken"
+    );
+    assert!(root.is_done() && child.is_done());
+    assert_eq!(root.registered(), 0);
+    // Nothing is poisoned: the tree keeps working.
+    let (late, _h) = root.with_cancel();
+    assert_eq!(late.err(), Some(Error::Canceled));
+    assert!(format!("{:?}", child.cause().unwrap()).contains("cancel() called at"));
 }

@@ -37,6 +37,11 @@ fn reason(ctx: &Context) -> Option<&'static str> {
         .and_then(|c| c.downcast_ref::<Reason>().map(|r| r.0))
 }
 
+/// Sizes for loops: full natively, small under miri (which is thousands of times slower).
+fn scale(n: u64) -> u64 {
+    if cfg!(miri) { (n / 100).max(2) } else { n }
+}
+
 fn is_pending(fut: impl Future) -> bool {
     let mut fut = pin!(fut);
     fut.as_mut()
@@ -49,7 +54,7 @@ fn cancel_reaches_every_descendant_at_any_depth() {
     let (root, cancel) = Context::background().with_cancel();
     let mut chain = vec![root.clone()];
     let mut handles = Vec::new();
-    for i in 0..2_000u64 {
+    for i in 0..scale(2_000) {
         let last = chain.last().unwrap().clone();
         let next = match i % 3 {
             0 => last.with_value::<RequestId>(i),
@@ -72,16 +77,16 @@ fn cancel_reaches_every_descendant_at_any_fan_out() {
     let (root, cancel) = Context::background().with_cancel();
     let mut leaves = Vec::new();
     let mut handles = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..scale(200) {
         let (mid, h) = root.with_cancel();
         handles.push(h);
-        for _ in 0..50 {
+        for _ in 0..scale(50) {
             let (leaf, h) = mid.with_cancel();
             handles.push(h);
             leaves.push(leaf);
         }
     }
-    assert_eq!(root.registered(), 200);
+    assert_eq!(root.registered(), scale(200) as usize);
     cancel.cancel();
     assert!(leaves.iter().all(|l| l.err() == Some(Error::Canceled)));
     assert_eq!(root.registered(), 0);
@@ -92,7 +97,7 @@ fn deep_chains_cancel_and_drop_without_overflowing_the_stack() {
     let (root, cancel) = Context::background().with_cancel();
     let mut leaf = root.clone();
     let mut handles = Vec::new();
-    for i in 0..200_000u64 {
+    for i in 0..scale(200_000) {
         leaf = if i % 2 == 0 {
             let (c, h) = leaf.with_cancel();
             handles.push(h);
@@ -410,10 +415,9 @@ fn debug_prints_the_chain_with_gos_names() {
     let (t, _h) = c.with_timeout(Duration::from_secs(5));
     let s = format!("{t:?}");
     assert!(
-        s.starts_with("Background.WithValue(RequestId).WithCancel.WithDeadline("),
+        s.starts_with("Background.WithValue(RequestId).WithCancel.WithDeadline(in "),
         "{s}"
     );
-    assert!(s.contains("[in "), "{s}");
     // A deadline later than the parent's is the parent's: Go's `WithCancel` then.
     let (later, _h) = t.with_timeout(Duration::from_secs(50));
     assert!(format!("{later:?}").ends_with(".WithCancel"));
