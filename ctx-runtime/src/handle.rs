@@ -62,9 +62,7 @@ fn cancel_plain(node: &Node, origin: Origin) {
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
-        if !node::release_unobserved(&self.node) {
-            cancel_plain(&self.node, Origin::Dropped(self.created));
-        }
+        cancel_plain(&self.node, Origin::Dropped(self.created));
     }
 }
 
@@ -121,9 +119,7 @@ impl CancelCauseHandle {
 
 impl Drop for CancelCauseHandle {
     fn drop(&mut self) {
-        if !node::release_unobserved(&self.node) {
-            cancel_plain(&self.node, Origin::Dropped(self.created));
-        }
+        cancel_plain(&self.node, Origin::Dropped(self.created));
     }
 }
 

@@ -569,33 +569,6 @@ fn notify(wake: Vec<Entry>) {
     }
 }
 
-/// The drop of `node`'s handle when nobody else can see the node any more: no context, waiter,
-/// timer or child holds it, and nothing waits in its registry. Cancelling it could not be
-/// observed, so it only leaves its parent's registry, and the marking, the cause and the walk
-/// are skipped. Returns `false` (nothing done but perhaps the leaving) when the node may be
-/// observed: the caller then cancels it as usual.
-///
-/// Nobody can start observing it meanwhile: a new reference needs an existing one, and besides
-/// the caller's only the parent's registry may hold one, which never hands out clones.
-pub(crate) fn release_unobserved(node: &Arc<Node>) -> bool {
-    let core = node.expect_core();
-    let registered = usize::from(core.key.load(Ordering::Relaxed) != NO_KEY);
-    if Arc::strong_count(node) != 1 + registered {
-        return false;
-    }
-    {
-        // An `after_func` callback waits in the registry without holding the node.
-        let g = lock(&core.inner);
-        if core.state.load(Ordering::Relaxed) != LIVE || g.entries_len() != 0 {
-            return false;
-        }
-    }
-    if registered == 1 {
-        detach_from_parent(node);
-    }
-    Arc::strong_count(node) == 1
-}
-
 /// Leaves the nearest cancellable ancestor's registry (no-op if it is done: it dropped us).
 fn detach_from_parent(node: &Node) {
     let core = node.expect_core();
