@@ -6,6 +6,7 @@
 //! aborted), `with_value` and `without_cancel` (which stops the cascade, as in Go).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::thread;
@@ -140,16 +141,24 @@ fn run(seed: u64, nodes: usize) {
     let (finish, finish_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for i in (0..nodes).filter(|&i| !has_child[i]) {
-        let done = ctxs[i].done();
+        let mut done = ctxs[i].done();
         let mut finish_rx = finish_rx.clone();
         tasks.push((
             i,
             rt.spawn(async move {
-                tokio::select! {
+                let finished = tokio::select! {
                     biased;
-                    _ = done => true,
-                    _ = finish_rx.wait_for(|f| *f) => false,
-                }
+                    _ = &mut done => false,
+                    _ = finish_rx.wait_for(|f| *f) => true,
+                };
+                // A worker preempted between polling `done` and `finish` within one poll can
+                // see a "finish" sent after a cancellation it polled `done` before: ask the
+                // same `done()` future once more before answering.
+                !finished
+                    || std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(std::pin::Pin::new(&mut done).poll(cx).is_ready())
+                    })
+                    .await
             }),
         ));
     }
@@ -223,10 +232,15 @@ fn random_tree_under_concurrent_cancels_wakes_exactly_the_cancelled_leaves_and_f
     run(0x5eed_c0de_1234_5678, NODES);
     // Worker threads finish tearing down their thread-locals a moment after the runtime is
     // dropped: wait (boundedly) for the count to settle.
+    // A few KiB of one-time state (a worker thread's thread-locals, the fallback timer thread
+    // when a loaded machine delays a timer task past the runtime's shutdown) may appear in the
+    // big run only; a leak of the tree itself would be megabytes (100,000 nodes of 80+ bytes),
+    // and even one node in 200 leaked is far above this slack.
+    const SLACK: isize = 16 * 1024;
     let settle = Instant::now();
     loop {
         let now = LIVE.load(Ordering::SeqCst);
-        if now <= baseline {
+        if now <= baseline + SLACK {
             break;
         }
         assert!(
