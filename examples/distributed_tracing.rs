@@ -35,17 +35,9 @@ use tokio::net::TcpListener;
 use tower::{Layer, ServiceExt};
 
 /// The talk's request id, travelling as `x-request-id`.
+#[derive(ContextKey)]
+#[context_key(value = String, header = "x-request-id")]
 struct RequestId;
-impl ContextKey for RequestId {
-    type Value = String;
-    const HEADER: Option<&'static str> = Some("x-request-id");
-    fn encode(v: &String) -> Option<String> {
-        Some(v.clone())
-    }
-    fn decode(s: &str) -> Result<String, BoxError> {
-        Ok(s.to_owned())
-    }
-}
 
 type HttpClient = Client<HyperClient<HttpConnector, Empty<Bytes>>>;
 

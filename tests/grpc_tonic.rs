@@ -12,24 +12,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ctxkit::propagation::Accept;
-use ctxkit::{BoxError, Context, ContextKey, Error, Instant};
+use ctxkit::{Context, ContextKey, Error, Instant};
 use hop::{HopReply, HopRequest, HopServer};
 use tokio::sync::mpsc;
 use tonic::{Code, Response};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
+#[derive(ContextKey)]
+#[context_key(value = String, header = "x-request-id")]
 struct RequestId;
-impl ContextKey for RequestId {
-    type Value = String;
-    const HEADER: Option<&'static str> = Some("x-request-id");
-    fn encode(v: &String) -> Option<String> {
-        Some(v.clone())
-    }
-    fn decode(s: &str) -> Result<String, BoxError> {
-        Ok(s.to_owned())
-    }
-}
 
 /// A server whose handler reports its budget (ms) and request id, counts calls, works
 /// `sleep_ms` and reports (on `ended`) how its context ended when it ends early.

@@ -9,7 +9,7 @@ use axum::routing::get;
 use ctxkit::axum::Ctx;
 use ctxkit::propagation::Accept;
 use ctxkit::tower::ServerLayer;
-use ctxkit::{BoxError, Context, ContextKey, Instant};
+use ctxkit::{Context, ContextKey, Instant};
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -18,17 +18,9 @@ use tokio::sync::mpsc;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
+#[derive(ContextKey)]
+#[context_key(value = String, header = "x-request-id")]
 struct RequestId;
-impl ContextKey for RequestId {
-    type Value = String;
-    const HEADER: Option<&'static str> = Some("x-request-id");
-    fn encode(v: &String) -> Option<String> {
-        Some(v.clone())
-    }
-    fn decode(s: &str) -> Result<String, BoxError> {
-        Ok(s.to_owned())
-    }
-}
 
 async fn serve(app: Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ctxkit::propagation::{Accept, Baggage, TraceContext};
-use ctxkit::{BoxError, Context, ContextKey, Instant};
+use ctxkit::{Context, ContextKey, Instant};
 use hop::{HopReply, HopRequest, HopServer};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -291,17 +291,9 @@ async fn a_passed_deadline_is_deadline_exceeded_not_cancelled() {
     assert_eq!(status, "4", "{message}");
 }
 
+#[derive(ContextKey)]
+#[context_key(value = String, header = "x-request-id")]
 struct RequestId;
-impl ContextKey for RequestId {
-    type Value = String;
-    const HEADER: Option<&'static str> = Some("x-request-id");
-    fn encode(v: &String) -> Option<String> {
-        Some(v.clone())
-    }
-    fn decode(s: &str) -> Result<String, BoxError> {
-        Ok(s.to_owned())
-    }
-}
 
 #[tokio::test]
 async fn opentelemetry_reads_our_traceparent_and_baggage() {
