@@ -14,7 +14,20 @@ use crate::sync::Arc;
 /// it leaves the registry.
 pub(crate) struct Registration {
     source: Option<Arc<Node>>,
-    slot: Option<(usize, Waker)>,
+    /// The registry key and which waker is registered there (see [`WakerId`]).
+    slot: Option<(usize, WakerId)>,
+}
+
+/// Which waker a registration holds, to tell whether a poll brings another one without keeping
+/// a clone of it (a clone is a reference count on the task, taken and given back per wait). The
+/// registry's clone keeps the waker alive, so its address cannot be reused while we compare.
+#[derive(PartialEq, Eq, Clone, Copy)]
+struct WakerId(usize, usize);
+
+impl WakerId {
+    fn of(w: &Waker) -> Self {
+        WakerId(w.data() as usize, std::ptr::from_ref(w.vtable()) as usize)
+    }
 }
 
 impl Registration {
@@ -41,14 +54,15 @@ impl Registration {
             return Poll::Ready(());
         }
         match &mut self.slot {
-            Some((key, w)) => {
-                if !w.will_wake(cx.waker()) {
-                    w.clone_from(cx.waker());
+            Some((key, id)) => {
+                let now = WakerId::of(cx.waker());
+                if *id != now {
+                    *id = now;
                     core.update_waiter(*key, cx.waker());
                 }
             }
             None => match core.register(Entry::Waiter(cx.waker().clone())) {
-                Ok(key) => self.slot = Some((key, cx.waker().clone())),
+                Ok(key) => self.slot = Some((key, WakerId::of(cx.waker()))),
                 Err(_) => return Poll::Ready(()),
             },
         }

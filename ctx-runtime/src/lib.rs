@@ -44,11 +44,15 @@
 //!   `loom.rs: cancel_racing_a_done_registration_never_loses_the_wakeup`;
 //!   `concurrency.rs: many_threads_cancelling_one_tree_wake_every_waiter_exactly_once`;
 //!   `stress.rs` (100,000 nodes, tasks on every leaf, four cancelling threads).
-//! - **Wake order.** `cancel()` first marks every node of the subtree done, then wakes waiters
-//!   and starts `after_func` callbacks: the cancelled node's own first, then its descendants',
-//!   level by level. So a woken waiter sees the whole subtree done (except a part that another
-//!   thread is cancelling at the same moment: that thread finishes it before its `cancel()`
-//!   returns). `concurrency.rs: every_waiter_sees_the_whole_subtree_done_when_woken`.
+//! - **Wake order.** A woken waiter (or started `after_func` callback) sees the whole subtree
+//!   of the context it waited on done: the waiters of the cancelled node and of every node with
+//!   cancellable children are woken only once the whole subtree is marked, the cancelled node's
+//!   own first, then the others level by level; a node without cancellable children has
+//!   nothing below it, so its waiters are woken as soon as it is marked, while the walk goes on
+//!   (the tasks of a wide fan-out start running at once). The exception is a part of the tree
+//!   that another thread is cancelling at the same moment: that thread finishes it before its
+//!   `cancel()` returns. `concurrency.rs: every_waiter_sees_the_whole_subtree_done_when_woken,
+//!   every_woken_waiter_sees_the_subtree_of_its_node_done`.
 //! - **No lock is held while foreign code runs**: wakers, callbacks and the drop of values and
 //!   nodes run outside every lock, so they may cancel, derive, wait or drop anything, including
 //!   the tree being cancelled. `concurrency.rs: cancelling_deriving_and_dropping_inside_a_done_waker_works,
@@ -60,13 +64,15 @@
 //!   canceller once the whole subtree is done.
 //!   `after_func.rs: panicking_after_func_neither_reaches_the_canceller_nor_stops_other_callbacks,
 //!   cancelling_never_waits_for_the_callback`;
-//!   `concurrency.rs: a_panicking_waker_neither_stops_other_wakeups_nor_breaks_the_tree`.
+//!   `concurrency.rs: a_panicking_waker_neither_stops_other_wakeups_nor_breaks_the_tree,
+//!   a_panicking_leaf_waker_does_not_stop_the_rest_of_the_walk`.
 //! - **`after_func` runs exactly once, or `stop()` says it never will.**
 //!   `loom.rs: after_func_stop_racing_cancellation_either_stops_or_runs`;
 //!   `after_func.rs: stop_racing_cancellation_either_stops_or_runs_never_both_never_neither`.
 //! - **No leak.** A cancelled or dropped child leaves its parent's registry at once, and so
 //!   does a dropped `done()` waiter or a stopped callback; deep trees are cancelled and freed
-//!   without recursion. `leak.rs: a_million_dropped_children_leave_no_trace` (and its
+//!   without recursion, and a flat fan-out without allocating. `leak.rs:
+//!   a_million_dropped_children_leave_no_trace, cancelling_a_flat_fan_out_allocates_nothing` (and its
 //!   siblings, with a counting allocator); `loom.rs:
 //!   child_dropped_while_the_parent_cancels_leaves_no_trace`; `tree.rs:
 //!   deep_chains_cancel_and_drop_without_overflowing_the_stack`.

@@ -12,6 +12,7 @@
 //! deadlock, whatever a waker or callback does (re-entrancy is allowed).
 
 use std::any::{Any, TypeId};
+use std::collections::VecDeque;
 use std::panic::Location;
 use std::task::Waker;
 
@@ -221,6 +222,15 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Whether any entry is a cancellable child.
+    fn has_children(&self) -> bool {
+        match self {
+            Registry::Empty => false,
+            Registry::One(e) => matches!(e, Entry::Child(_)),
+            Registry::Many(slab) => slab.iter().any(|(_, e)| matches!(e, Entry::Child(_))),
+        }
+    }
+
     fn capacity(&self) -> usize {
         match self {
             Registry::Many(slab) => slab.capacity(),
@@ -335,6 +345,10 @@ impl CancelCore {
 
     /// Removes entry `key` (no-op once done: the registry was emptied by the cancellation).
     pub(crate) fn unregister(&self, key: usize) -> Option<Entry> {
+        // Once done, never live again: no need for the lock (a woken waiter's common case).
+        if self.state() != LIVE {
+            return None;
+        }
         let mut g = lock(&self.inner);
         if self.state.load(Ordering::Relaxed) != LIVE {
             return None;
@@ -492,8 +506,18 @@ pub(crate) fn new_cancel(
 }
 
 /// Cancels `node` and every cancellable descendant with `err` and `cause`, if it is still live.
-/// Returns whether this call did it. Every node of the subtree is marked done before any waiter
-/// is woken or callback started.
+/// Returns whether this call did it.
+///
+/// Wake order: the waiters (and callbacks) of `node` itself and of every node with cancellable
+/// children wait until the whole subtree is marked; then `node`'s go first, the others' level
+/// by level. A node without cancellable children has nothing below it to wait for: its waiters
+/// are woken as soon as it is marked, while the walk goes on, so with many leaves (a fan-out of
+/// request handlers) the woken tasks start running at once. Either way a woken waiter sees the
+/// whole subtree of the node it waited on done.
+///
+/// The walk allocates only to remember nodes with children of their own and the waiters that
+/// wait for them: a wide, flat fan-out is cancelled without touching the allocator (whose locks
+/// the woken tasks, freeing their nodes on other threads, need at the same time).
 pub(crate) fn cancel(node: &Node, err: Error, cause: Cause) -> bool {
     let Some(entries) = mark_done(node.expect_core(), err, &cause) else {
         return false;
@@ -503,28 +527,77 @@ pub(crate) fn cancel(node: &Node, err: Error, cause: Cause) -> bool {
         // Nothing below and nobody waiting: the common case of a handle dropped after use.
         return true;
     }
-    // Mark the whole subtree first, then wake: whoever is woken sees every descendant done
-    // (except those another thread is cancelling at the same moment, which it finishes itself).
-    // Walk without recursion, breadth first: trees may be arbitrarily deep.
-    let mut wake: Vec<Entry> = Vec::new();
-    let mut queue: Vec<Arc<Node>> = Vec::new();
-    sort(entries, &mut queue, &mut wake);
-    let mut next = 0;
-    while let Some(child) = queue.get(next) {
-        next += 1;
-        if let Some(entries) = mark_done(child.expect_core(), err, &cause) {
-            // Its parent (us, or a node below us) is done and has dropped its registry already.
-            sort(entries, &mut queue, &mut wake);
+    // Without recursion, breadth first: trees may be arbitrarily deep.
+    let mut walk = Walk {
+        err,
+        cause: &cause,
+        pending: VecDeque::new(),
+        later: Vec::new(),
+        panic: None,
+    };
+    walk.visit(entries);
+    while let Some(entries) = walk.pending.pop_front() {
+        walk.visit(entries);
+    }
+    walk.finish();
+    true
+}
+
+/// One cancellation's walk over a subtree.
+struct Walk<'a> {
+    err: Error,
+    cause: &'a Cause,
+    /// The registries of marked nodes that have cancellable children, breadth first.
+    pending: VecDeque<Registry>,
+    /// Waiters and callbacks of the cancelled node and of nodes with children: woken once the
+    /// whole subtree is marked.
+    later: Vec<Entry>,
+    /// The first panic of a waker; resumed once the walk is over.
+    panic: Option<Box<dyn Any + Send>>,
+}
+
+impl Walk<'_> {
+    /// Goes through the registry of a marked node that has children (or is where the
+    /// cancellation started): marks its children, keeps its waiters and callbacks for later.
+    fn visit(&mut self, entries: Registry) {
+        entries.for_each(|entry| match entry {
+            Entry::Child(c) => self.child(c),
+            other => self.later.push(other),
+        });
+    }
+
+    fn child(&mut self, child: Arc<Node>) {
+        // Its parent (the node being visited) is done and has dropped its registry already.
+        if let Some(entries) = mark_done(child.expect_core(), self.err, self.cause) {
+            if entries.has_children() {
+                self.pending.push_back(entries);
+            } else {
+                // Nothing below it to wait for.
+                entries.for_each(|entry| notify(entry, &mut self.panic));
+            }
+        }
+        // Outside every lock. The child's owners (its contexts, handle, waiters' tasks) usually
+        // still hold it, so this is a decrement: freeing it is left to them.
+        drop(child);
+    }
+
+    /// Wakes what waited for the whole subtree, then resumes a waker's panic, if any.
+    fn finish(mut self) {
+        for entry in std::mem::take(&mut self.later) {
+            notify(entry, &mut self.panic);
+        }
+        if let Some(p) = self.panic {
+            std::panic::resume_unwind(p);
         }
     }
-    notify(wake);
-    // The children's `Arc`s (possibly the last ones) go here, outside every lock.
-    drop(queue);
-    true
 }
 
 /// Marks `core` done and takes its registry, or `None` if it was done already.
 fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Registry> {
+    // Once done, never live again: a handle dropped after its node was cancelled takes no lock.
+    if core.state() != LIVE {
+        return None;
+    }
     let mut g = lock(&core.inner);
     if core.state.load(Ordering::Relaxed) != LIVE {
         return None;
@@ -542,30 +615,17 @@ fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Registry> {
     Some(entries)
 }
 
-/// Queues children for the walk, and waiters and callbacks for waking, in registration order.
-fn sort(entries: Registry, queue: &mut Vec<Arc<Node>>, wake: &mut Vec<Entry>) {
-    entries.for_each(|entry| match entry {
-        Entry::Child(c) => queue.push(c),
-        other => wake.push(other),
+/// Wakes a waiter or starts a callback, outside every lock. A panicking waker neither stops
+/// the others from being woken nor leaves the tree half cancelled: its panic (the first one) is
+/// kept in `panic` and resumed once the walk is over.
+fn notify(entry: Entry, panic: &mut Option<Box<dyn Any + Send>>) {
+    let run = std::panic::AssertUnwindSafe(move || match entry {
+        Entry::Waiter(w) => w.wake(),
+        Entry::After(a) => a.fire(),
+        Entry::Child(_) => {}
     });
-}
-
-/// Wakes waiters and starts callbacks, outside every lock. A panicking waker neither stops the
-/// others from being woken nor leaves the tree half cancelled; its panic resumes afterwards.
-fn notify(wake: Vec<Entry>) {
-    let mut panic = None;
-    for entry in wake {
-        let run = std::panic::AssertUnwindSafe(move || match entry {
-            Entry::Waiter(w) => w.wake(),
-            Entry::After(a) => a.fire(),
-            Entry::Child(_) => {}
-        });
-        if let Err(p) = std::panic::catch_unwind(run) {
-            panic.get_or_insert(p);
-        }
-    }
-    if let Some(p) = panic {
-        std::panic::resume_unwind(p);
+    if let Err(p) = std::panic::catch_unwind(run) {
+        panic.get_or_insert(p);
     }
 }
 

@@ -292,6 +292,134 @@ fn every_waiter_sees_the_whole_subtree_done_when_woken() {
     assert_eq!(check.ok.load(Ordering::SeqCst), 1);
 }
 
+#[test]
+fn every_woken_waiter_sees_the_subtree_of_its_node_done() {
+    /// At its wake-up, checks that every context of the subtree it waits on is done.
+    struct Check {
+        subtree: Vec<Context>,
+        woken: AtomicUsize,
+        saw_all_done: AtomicUsize,
+    }
+    impl Wake for Check {
+        fn wake(self: Arc<Self>) {
+            self.woken.fetch_add(1, Ordering::SeqCst);
+            if self.subtree.iter().all(Context::is_done) {
+                self.saw_all_done.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    // root -> a -> (a1, a2 -> a21), root -> b, root -> c -> c1: leaves woken during the walk,
+    // interior nodes after it.
+    let (root, cancel) = Context::background().with_cancel();
+    let (a, _ha) = root.with_cancel();
+    let (a1, _ha1) = a.with_cancel();
+    let (a2, _ha2) = a.with_cancel();
+    let (a21, _ha21) = a2.with_cancel();
+    let (b, _hb) = root.with_cancel();
+    let (c, _hc) = root.with_cancel();
+    let (c1, _hc1) = c.with_cancel();
+    let all = vec![
+        root.clone(),
+        a.clone(),
+        a1.clone(),
+        a2.clone(),
+        a21.clone(),
+        b.clone(),
+        c.clone(),
+        c1.clone(),
+    ];
+    let waits = [
+        (root.clone(), all.clone()),
+        (
+            a.clone(),
+            vec![a.clone(), a1.clone(), a2.clone(), a21.clone()],
+        ),
+        (a1.clone(), vec![a1.clone()]),
+        (a2.clone(), vec![a2.clone(), a21.clone()]),
+        (a21.clone(), vec![a21.clone()]),
+        (b.clone(), vec![b.clone()]),
+        (c.clone(), vec![c.clone(), c1.clone()]),
+        (c1.clone(), vec![c1.clone()]),
+    ];
+    let mut checks = Vec::new();
+    let mut dones = Vec::new();
+    for (ctx, subtree) in waits {
+        let check = Arc::new(Check {
+            subtree,
+            woken: AtomicUsize::new(0),
+            saw_all_done: AtomicUsize::new(0),
+        });
+        let mut done = ctx.done();
+        register(&mut done, &Waker::from(check.clone()));
+        dones.push(done);
+        checks.push(check);
+    }
+    cancel.cancel();
+    for (i, check) in checks.iter().enumerate() {
+        assert_eq!(
+            check.woken.load(Ordering::SeqCst),
+            1,
+            "waiter {i} woken once"
+        );
+        assert_eq!(
+            check.saw_all_done.load(Ordering::SeqCst),
+            1,
+            "waiter {i} saw its whole subtree done"
+        );
+    }
+    assert!(all.iter().all(|c| c.err() == Some(Error::Canceled)));
+}
+
+#[test]
+fn a_panicking_leaf_waker_does_not_stop_the_rest_of_the_walk() {
+    // Leaf waiters are woken while the walk is still marking their siblings.
+    let (root, cancel) = Context::background().with_cancel();
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let good = Waker::from(count.clone());
+    let bad = Waker::from(Arc::new(Panics));
+    let mut leaves = Vec::new();
+    let mut dones = Vec::new();
+    for i in 0..10 {
+        let (leaf, h) = root.with_cancel();
+        let mut done = leaf.done();
+        register(&mut done, if i == 3 { &bad } else { &good });
+        leaves.push((leaf, h));
+        dones.push(done);
+    }
+    let mut on_root = root.done();
+    register(&mut on_root, &good);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cancel.cancel()));
+    assert!(
+        unwound.is_err(),
+        "the waker's panic resumes in the canceller"
+    );
+    assert_eq!(
+        count.0.load(Ordering::SeqCst),
+        10,
+        "the 9 other leaves and the root were woken"
+    );
+    assert!(leaves.iter().all(|(l, _)| l.err() == Some(Error::Canceled)));
+    assert_eq!(root.registered(), 0);
+}
+
+#[test]
+fn a_done_polled_again_with_another_waker_wakes_only_the_latest() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let first = Arc::new(Count(AtomicUsize::new(0)));
+    let second = Arc::new(Count(AtomicUsize::new(0)));
+    let (w1, w2) = (Waker::from(first.clone()), Waker::from(second.clone()));
+    let mut done = ctx.done();
+    register(&mut done, &w1);
+    register(&mut done, &w1);
+    register(&mut done, &w2);
+    register(&mut done, &w2.clone());
+    assert_eq!(ctx.registered(), 1, "one registration, whatever the polls");
+    drop(w2);
+    cancel.cancel();
+    assert_eq!(first.0.load(Ordering::SeqCst), 0);
+    assert_eq!(second.0.load(Ordering::SeqCst), 1);
+}
+
 struct Token;
 impl ContextKey for Token {
     type Value = Reacts;

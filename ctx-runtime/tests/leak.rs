@@ -16,10 +16,19 @@ struct Counting;
 
 thread_local! {
     static LIVE: Cell<isize> = const { Cell::new(0) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn add(n: isize) {
     let _ = LIVE.try_with(|l| l.set(l.get() + n));
+}
+
+fn count_allocation() {
+    let _ = ALLOCATIONS.try_with(|a| a.set(a.get() + 1));
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
 }
 
 // SAFETY-free: the workspace denies `unsafe`, but `GlobalAlloc` is an unsafe trait, so this
@@ -30,6 +39,7 @@ mod imp {
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             add(layout.size() as isize);
+            count_allocation();
             // SAFETY: forwarded unchanged to the system allocator.
             unsafe { System.alloc(layout) }
         }
@@ -40,6 +50,7 @@ mod imp {
         }
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             add(new_size as isize - layout.size() as isize);
+            count_allocation();
             // SAFETY: forwarded unchanged to the system allocator.
             unsafe { System.realloc(ptr, layout, new_size) }
         }
@@ -127,4 +138,27 @@ fn many_live_children_dropped_at_once_give_the_registry_back() {
     drop(kids);
     assert_eq!(parent.registered(), 0);
     assert_eq!(live() - base, 0);
+}
+
+#[test]
+fn cancelling_a_flat_fan_out_allocates_nothing() {
+    // Wide and flat is how request handlers hang off a server's root: the walk needs no memory
+    // for it, so it never competes for the allocator with the tasks it wakes.
+    let (root, cancel) = Context::background().with_cancel();
+    let n = scale(10_000);
+    let mut waiting = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (leaf, h) = root.with_cancel();
+        let mut done = leaf.done();
+        assert!(
+            Pin::new(&mut done)
+                .poll(&mut TaskContext::from_waker(Waker::noop()))
+                .is_pending()
+        );
+        waiting.push((leaf, h, done));
+    }
+    let before = allocations();
+    cancel.cancel();
+    assert_eq!(allocations() - before, 0, "the walk allocated");
+    assert!(waiting.iter().all(|(leaf, ..)| leaf.is_done()));
 }
