@@ -62,7 +62,9 @@ fn cancel_plain(node: &Node, origin: Origin) {
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
-        cancel_plain(&self.node, Origin::Dropped(self.created));
+        if !node::release_unobserved(&self.node) {
+            cancel_plain(&self.node, Origin::Dropped(self.created));
+        }
     }
 }
 
@@ -119,7 +121,9 @@ impl CancelCauseHandle {
 
 impl Drop for CancelCauseHandle {
     fn drop(&mut self) {
-        cancel_plain(&self.node, Origin::Dropped(self.created));
+        if !node::release_unobserved(&self.node) {
+            cancel_plain(&self.node, Origin::Dropped(self.created));
+        }
     }
 }
 

@@ -629,6 +629,40 @@ fn notify(entry: Entry, panic: &mut Option<Box<dyn Any + Send>>) {
     }
 }
 
+/// The drop of `node`'s handle when nobody else can see the node any more: no context, child,
+/// waiter, callback or timer holds it or waits in its registry. Cancelling it could not be
+/// observed, so it only leaves its parent's registry; marking it, storing a cause and the walk
+/// are skipped (the common case of a request's handle dropped after use). Returns `false`,
+/// having done nothing but perhaps the leaving, when the node may be observed: the caller then
+/// cancels it as usual.
+///
+/// Nobody can start observing it meanwhile: a new reference needs an existing one, and besides
+/// the caller's only the parent's registry may hold one, which never hands out clones: a
+/// cancelling parent takes it to mark the node (then this sees it done, or still held, and
+/// returns `false`).
+pub(crate) fn release_unobserved(node: &Arc<Node>) -> bool {
+    let core = node.expect_core();
+    if core.state() != LIVE {
+        return false;
+    }
+    let registered = usize::from(core.key.load(Ordering::Relaxed) != NO_KEY);
+    if Arc::strong_count(node) != 1 + registered {
+        return false;
+    }
+    {
+        // Callbacks wait in the registry without holding the node.
+        let g = lock(&core.inner);
+        let timer = g.more.as_ref().is_some_and(|m| m.timer.is_some());
+        if core.state.load(Ordering::Relaxed) != LIVE || g.entries_len() != 0 || timer {
+            return false;
+        }
+    }
+    if registered == 1 {
+        detach_from_parent(node);
+    }
+    Arc::strong_count(node) == 1
+}
+
 /// Leaves the nearest cancellable ancestor's registry (no-op if it is done: it dropped us).
 fn detach_from_parent(node: &Node) {
     let core = node.expect_core();

@@ -112,6 +112,41 @@ fn child_dropped_while_the_parent_cancels_leaves_no_trace() {
     });
 }
 
+/// A child's context and handle dropped on two threads while its parent cancels: whichever
+/// drop comes last finds the node unobserved or cancels it; either way nothing is left behind.
+#[test]
+fn child_context_and_handle_dropped_apart_while_the_parent_cancels_leave_no_trace() {
+    loom::model(|| {
+        let (root, cancel) = Context::background().with_cancel();
+        let (child, handle) = root.with_cancel();
+        let a = thread::spawn(move || drop(child));
+        let b = thread::spawn(move || drop(handle));
+        cancel.cancel();
+        a.join().unwrap();
+        b.join().unwrap();
+        assert_eq!(root.registered(), 0);
+    });
+}
+
+/// A handle dropped while another thread still waits on its context: the waiter sees the
+/// cancellation (the drop never skips a node someone can observe), racing the parent's.
+#[test]
+fn a_dropped_handle_still_cancels_a_context_someone_waits_on() {
+    loom::model(|| {
+        let (root, cancel) = Context::background().with_cancel();
+        let (child, handle) = root.with_cancel();
+        let waiter = thread::spawn(move || {
+            loom::future::block_on(child.done());
+            child.err()
+        });
+        let dropper = thread::spawn(move || drop(handle));
+        cancel.cancel();
+        dropper.join().unwrap();
+        assert_eq!(waiter.join().unwrap(), Some(Error::Canceled));
+        assert_eq!(root.registered(), 0);
+    });
+}
+
 /// A child dropped while its parent stays live leaves the bookkeeping too, racing a sibling's
 /// attachment.
 #[test]
