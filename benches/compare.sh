@@ -38,6 +38,19 @@ cargo bench --bench context -- --measurement-time "$MEASURE" --warm-up-time "$WA
     cat "$RAW_DIR/criterion.err" >&2
     exit 1
 }
+# The in-suite fan-out runs on a heap shaped by every scenario before it (and tokio-util's
+# right after ctxkit's): also run it with each side alone in a fresh process, alternating.
+ISOLATED_ROUNDS="${ISOLATED_ROUNDS:-3}"
+: >"$RAW_DIR/isolated.txt"
+if [ -z "$FILTER" ] || [[ "fan_out/waiters=100000" == *"$FILTER"* ]]; then
+    echo "== fan-out of 100,000, each side in its own process ($ISOLATED_ROUNDS rounds)" >&2
+    for _ in $(seq "$ISOLATED_ROUNDS"); do
+        for side in ctxkit tokio-util; do
+            cargo bench --bench context -- --measurement-time "$MEASURE" --warm-up-time "$WARMUP" \
+                "^fan_out/waiters=100000/$side\$" >>"$RAW_DIR/isolated.txt" 2>>"$RAW_DIR/criterion.err"
+        done
+    done
+fi
 echo "== bytes per node (dhat)" >&2
 cargo bench --bench memory >"$RAW_DIR/memory.txt" 2>"$RAW_DIR/memory.err"
 
@@ -129,6 +142,18 @@ if attr:
     for s, p, c in attr:
         per = "" if p is None or c is None else f"{(c - p) / AWAITS:.2f} ns"
         print(f"| {s} | {fmt(p)} | {fmt(c)} | {per} |")
+
+iso = {}
+for m in re.finditer(r"^fan_out/waiters=100000/(\S+)\s+time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]",
+                     open(os.path.join(raw, "isolated.txt")).read(), re.M):
+    iso.setdefault(m.group(1), []).append(float(m.group(2)) * UNITS[m.group(3)])
+if iso.get("ctxkit") and iso.get("tokio-util"):
+    med = lambda v: sorted(v)[len(v) // 2]
+    c, t = med(iso["ctxkit"]), med(iso["tokio-util"])
+    print()
+    print(f"| fan_out/waiters=100000, each side alone in a fresh process ({len(iso['ctxkit'])} rounds, median) | ctxkit | tokio-util | ctxkit/tokio-util |")
+    print("|---|---:|---:|---:|")
+    print(f"| runs: ctxkit {', '.join(fmt(x) for x in iso['ctxkit'])}; tokio-util {', '.join(fmt(x) for x in iso['tokio-util'])} | {fmt(c)} | {fmt(t)} | {ratio(c, t)} |")
 
 mem = {}
 for path in ("memory.txt", "go.txt"):

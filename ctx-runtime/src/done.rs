@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::{Context as TaskContext, Poll, RawWakerVTable, Waker};
 
 use crate::node::{Entry, LIVE, Node};
 use crate::sync::Arc;
@@ -21,12 +21,26 @@ pub(crate) struct Registration {
 /// Which waker a registration holds, to tell whether a poll brings another one without keeping
 /// a clone of it (a clone is a reference count on the task, taken and given back per wait). The
 /// registry's clone keeps the waker alive, so its address cannot be reused while we compare.
-#[derive(PartialEq, Eq, Clone, Copy)]
-struct WakerId(usize, usize);
+/// Compared like `Waker::will_wake`: same data pointer, same vtable.
+#[derive(Clone, Copy)]
+struct WakerId {
+    data: usize,
+    /// A reference, not an address: its niche keeps `Option<(usize, WakerId)>` at 24 bytes.
+    vtable: &'static RawWakerVTable,
+}
 
 impl WakerId {
     fn of(w: &Waker) -> Self {
-        WakerId(w.data() as usize, std::ptr::from_ref(w.vtable()) as usize)
+        WakerId {
+            data: w.data() as usize,
+            vtable: w.vtable(),
+        }
+    }
+}
+
+impl PartialEq for WakerId {
+    fn eq(&self, other: &Self) -> bool {
+        self.data == other.data && std::ptr::eq(self.vtable, other.vtable)
     }
 }
 
