@@ -34,7 +34,7 @@ impl Context {
     /// ```
     #[inline]
     pub fn check(&self) -> Result<(), Error> {
-        if !self.is_done() && self.deadline().is_none() {
+        if !self.is_done() && !self.core().is_some_and(|c| c.under_deadline()) {
             return Ok(());
         }
         match self.err() {

@@ -126,7 +126,7 @@ impl Context {
     #[track_caller]
     pub fn with_cancel(&self) -> (Context, CancelHandle) {
         let at = Location::caller();
-        let node = self.cancel_child(self.deadline(), false, at);
+        let node = self.cancel_child(None, at);
         (self.wrap(node.clone()), CancelHandle::new(node, at))
     }
 
@@ -146,7 +146,7 @@ impl Context {
     #[track_caller]
     pub fn with_cancel_cause(&self) -> (Context, CancelCauseHandle) {
         let at = Location::caller();
-        let node = self.cancel_child(self.deadline(), false, at);
+        let node = self.cancel_child(None, at);
         (self.wrap(node.clone()), CancelCauseHandle::new(node, at))
     }
 
@@ -220,7 +220,7 @@ impl Context {
         match Instant::now().checked_add(after) {
             Some(at) => self.deadline_child(at, None, here),
             None => {
-                let node = self.cancel_child(self.deadline(), false, here);
+                let node = self.cancel_child(None, here);
                 (self.wrap(node.clone()), CancelHandle::new(node, here))
             }
         }
@@ -247,7 +247,7 @@ impl Context {
         match Instant::now().checked_add(after) {
             Some(at) => self.deadline_child(at, Some(cause.into()), here),
             None => {
-                let node = self.cancel_child(self.deadline(), false, here);
+                let node = self.cancel_child(None, here);
                 (self.wrap(node.clone()), CancelHandle::new(node, here))
             }
         }
@@ -263,10 +263,10 @@ impl Context {
             && parent_at <= at
         {
             // The parent's deadline comes first: it is the one that will fire.
-            let node = self.cancel_child(Some(parent_at), false, here);
+            let node = self.cancel_child(None, here);
             return (self.wrap(node.clone()), CancelHandle::new(node, here));
         }
-        let node = self.cancel_child(Some(at), true, here);
+        let node = self.cancel_child(Some(at), here);
         let core = node.expect_core();
         if let Some(c) = cause {
             core.set_deadline_cause(c);
@@ -282,13 +282,13 @@ impl Context {
         (self.wrap(node.clone()), CancelHandle::new(node, here))
     }
 
+    /// A cancellable child; `own_deadline` is `Some` only when it comes before the inherited one.
     fn cancel_child(
         &self,
-        deadline: Option<Instant>,
-        own_deadline: bool,
+        own_deadline: Option<Instant>,
         here: &'static Location<'static>,
     ) -> Arc<Node> {
-        node::new_cancel(self.node.clone(), deadline, own_deadline, here)
+        node::new_cancel(self.node.clone(), own_deadline, here)
     }
 
     fn wrap(&self, node: Arc<Node>) -> Context {
@@ -446,7 +446,7 @@ impl Context {
     /// The time at which this context will be cancelled by a deadline: its own or the nearest
     /// earlier one of its ancestors. `None` without a deadline.
     pub fn deadline(&self) -> Option<Instant> {
-        self.core().and_then(|c| c.deadline)
+        self.source()?.deadline()
     }
 
     /// The nearest value stored under key `K`, walking towards the root (see
@@ -522,8 +522,8 @@ impl fmt::Debug for Context {
                 Kind::Todo => f.write_str(".TODO")?,
                 Kind::WithoutCancel => f.write_str(".WithoutCancel")?,
                 Kind::Value(v) => write!(f, ".WithValue({})", short_type_name((v.meta.name)()))?,
-                Kind::Cancel(c) if c.own_deadline => {
-                    let at = c.deadline.expect("own deadline");
+                Kind::Cancel(c) if c.has_own_deadline() => {
+                    let at = c.own_deadline().expect("own deadline");
                     let now = Instant::now();
                     // An `Instant` has no readable form of its own: say how far away it is.
                     if at > now {

@@ -1,8 +1,10 @@
 //! The tree: nodes, their kinds, and how cancellation travels down it.
 //!
 //! Only cancellable nodes (`with_cancel`, `with_deadline`, …) take part in cancellation. Each one
-//! keeps a registry (a slab) of what must hear about its cancellation: cancellable children,
-//! `done()` waiters and `after_func` callbacks. A child registers with its *nearest cancellable
+//! keeps a registry of what must hear about its cancellation: cancellable children, `done()`
+//! waiters and `after_func` callbacks (the first waiter inline in the node, the rest in a slab
+//! allocated on first use). A deadline is kept once, by the node that owns it; its descendants
+//! only note that one applies and find it by walking up. A child registers with its *nearest cancellable
 //! ancestor* only; value and `without_cancel` nodes never register and answer `is_done()` through
 //! a pointer to that ancestor. A context with no cancellable ancestor (under `background()`)
 //! registers nowhere at all.
@@ -29,6 +31,13 @@ pub(crate) const CANCELED: u8 = 1;
 pub(crate) const DEADLINE: u8 = 2;
 
 const NO_KEY: u32 = u32::MAX;
+/// The registry key of the inline waiter slot ([`Inner::waiter`]); no slab reaches it.
+const INLINE_KEY: usize = usize::MAX;
+
+/// `CancelCore::timing`.
+const NO_DEADLINE: u8 = 0;
+const OWN_DEADLINE: u8 = 1;
+const INHERITED_DEADLINE: u8 = 2;
 
 /// `CancelCore::plain`: no cause yet, or one kept in `More::cause`.
 const PLAIN_NONE: u8 = 0;
@@ -90,10 +99,11 @@ pub(crate) struct KeyMeta {
 pub(crate) struct CancelCore {
     /// `LIVE`, `CANCELED` or `DEADLINE`; written once, under `inner`'s lock, after the cause.
     pub(crate) state: AtomicU8,
-    /// The effective deadline: this node's own or an earlier one inherited from an ancestor.
-    pub(crate) deadline: Option<Instant>,
-    /// Whether `deadline` is this node's own (it runs a timer), for `Debug`.
-    pub(crate) own_deadline: bool,
+    /// Whether a deadline applies: none (`NO_DEADLINE`), this node's own (`OWN_DEADLINE`, kept in
+    /// `More::deadline`, with a timer), or an ancestor's (`INHERITED_DEADLINE`: the nearest
+    /// cancellable ancestor has one, its own or inherited). The instant itself is kept once, by
+    /// the node that owns it: a node stays small enough for a `done()` waiter to fit inline.
+    timing: u8,
     /// This node's slot in the registry of its nearest cancellable ancestor (see
     /// [`Node::source_parent`]); read and written under that ancestor's lock. `u32` keeps the
     /// node small: a registry never holds 4 billion live entries (they would take 300 GB).
@@ -111,6 +121,10 @@ struct Inner {
     /// With `CancelCore::plain`: the cause, when it is a plain one (`cancel()`, a dropped
     /// handle) of the node's own error.
     plain_at: Option<&'static Location<'static>>,
+    /// The first `done()` waiter, kept inline: a node that is waited on usually has one waiter,
+    /// which then needs no registry (no allocation when it comes, one cache line less for the
+    /// cancellation to touch).
+    waiter: Option<Waker>,
     more: Option<Box<More>>,
 }
 
@@ -124,6 +138,8 @@ struct More {
     deadline_cause: Option<Cause>,
     /// Where a node with its own deadline was made, for the cause its deadline reports.
     created: Option<&'static Location<'static>>,
+    /// The node's own deadline (`OWN_DEADLINE`).
+    deadline: Option<Instant>,
 }
 
 impl Inner {
@@ -132,12 +148,26 @@ impl Inner {
     }
 
     fn entries_len(&self) -> usize {
-        self.more.as_ref().map_or(0, |m| m.entries.len())
+        usize::from(self.waiter.is_some()) + self.more.as_ref().map_or(0, |m| m.entries.len())
+    }
+
+    /// Registers `e`: a waiter in the inline slot if it is free, anything else in the registry.
+    fn insert(&mut self, e: Entry) -> usize {
+        match e {
+            Entry::Waiter(w) if self.waiter.is_none() => {
+                self.waiter = Some(w);
+                INLINE_KEY
+            }
+            e => self.more().entries.insert(e),
+        }
     }
 
     /// Removes entry `key`; gives the memory of a registry that grew under a burst back once
     /// it is empty.
     fn remove(&mut self, key: usize) -> Option<Entry> {
+        if key == INLINE_KEY {
+            return self.waiter.take().map(Entry::Waiter);
+        }
         let m = self.more.as_mut()?;
         let e = m.entries.try_remove(key);
         if m.entries.is_empty() && m.entries.capacity() > 64 {
@@ -145,6 +175,7 @@ impl Inner {
                 && m.timer.is_none()
                 && m.deadline_cause.is_none()
                 && m.created.is_none()
+                && m.deadline.is_none()
             {
                 self.more = None;
             } else {
@@ -267,6 +298,16 @@ impl Node {
         }
     }
 
+    /// The nearest cancellable node at or above this one: the source of a child made under it.
+    #[inline]
+    fn source_of_child(&self) -> Option<&Node> {
+        match &self.kind {
+            Kind::Cancel(_) => Some(self),
+            Kind::Value(v) => v.source.as_deref(),
+            Kind::Todo | Kind::WithoutCancel => None,
+        }
+    }
+
     #[inline]
     pub(crate) fn core(&self) -> Option<&CancelCore> {
         match &self.kind {
@@ -329,7 +370,7 @@ impl CancelCore {
         if self.state.load(Ordering::Relaxed) != LIVE {
             return Err(entry);
         }
-        Ok(g.more().entries.insert(entry))
+        Ok(g.insert(entry))
     }
 
     /// Replaces the waker of waiter `key` (no-op once done).
@@ -338,7 +379,14 @@ impl CancelCore {
         if self.state.load(Ordering::Relaxed) != LIVE {
             return;
         }
-        if let Some(Entry::Waiter(w)) = g.more.as_mut().and_then(|m| m.entries.get_mut(key)) {
+        let slot = match key {
+            INLINE_KEY => g.waiter.as_mut(),
+            _ => match g.more.as_mut().and_then(|m| m.entries.get_mut(key)) {
+                Some(Entry::Waiter(w)) => Some(w),
+                _ => None,
+            },
+        };
+        if let Some(w) = slot {
             w.clone_from(waker);
         }
     }
@@ -394,30 +442,72 @@ impl CancelCore {
     pub(crate) fn created(&self) -> Option<&'static Location<'static>> {
         lock(&self.inner).more.as_ref().and_then(|m| m.created)
     }
+
+    /// Whether this node has a deadline of its own (it runs a timer).
+    #[inline]
+    pub(crate) fn has_own_deadline(&self) -> bool {
+        self.timing == OWN_DEADLINE
+    }
+
+    /// Whether any deadline applies to this node: its own or an ancestor's. One load.
+    #[inline]
+    pub(crate) fn under_deadline(&self) -> bool {
+        self.timing != NO_DEADLINE
+    }
+
+    /// This node's own deadline, if it has one.
+    pub(crate) fn own_deadline(&self) -> Option<Instant> {
+        if !self.has_own_deadline() {
+            return None;
+        }
+        lock(&self.inner).more.as_ref().and_then(|m| m.deadline)
+    }
 }
 
 impl Node {
-    /// If this node's effective deadline has passed but its timer has not fired yet (no runtime
-    /// drives it, or it is just late), fire it now, on the node that owns that deadline.
-    pub(crate) fn catch_up_deadline(&self) {
-        let core = self.expect_core();
-        let Some(at) = core.deadline else { return };
-        if core.state() != LIVE || Instant::now() < at {
-            return;
-        }
-        // Find the node whose own deadline this is: this one or a cancellable ancestor.
+    /// The node whose own deadline applies to this cancellable node: itself or its nearest
+    /// cancellable ancestor with a deadline. An own deadline is only ever set when it comes
+    /// before the inherited one, so the nearest is the earliest.
+    fn deadline_owner(&self) -> Option<&Node> {
         let mut n = self;
         loop {
             let c = n.expect_core();
-            if c.own_deadline && c.deadline == Some(at) {
-                let cause = c.deadline_cause(at);
-                cancel(n, Error::DeadlineExceeded, cause);
-                return;
+            match c.timing {
+                NO_DEADLINE => return None,
+                OWN_DEADLINE => return Some(n),
+                _ => n = n.source_parent()?,
             }
-            match n.source_parent() {
-                Some(p) => n = p,
-                None => return,
-            }
+        }
+    }
+
+    /// The effective deadline of this cancellable node: its own or the nearest earlier one of
+    /// its ancestors. Without a deadline, one load.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline_owner()?.expect_core().own_deadline()
+    }
+
+    /// If this node's effective deadline has passed but its timer has not fired yet (no runtime
+    /// drives it, or it is just late), fire it now, on the node that owns that deadline.
+    #[inline]
+    pub(crate) fn catch_up_deadline(&self) {
+        if self.expect_core().under_deadline() {
+            self.catch_up_owned_deadline();
+        }
+    }
+
+    #[cold]
+    fn catch_up_owned_deadline(&self) {
+        if self.expect_core().state() != LIVE {
+            return;
+        }
+        let Some(owner) = self.deadline_owner() else {
+            return;
+        };
+        let c = owner.expect_core();
+        let Some(at) = c.own_deadline() else { return };
+        if Instant::now() >= at {
+            let cause = c.deadline_cause(at);
+            cancel(owner, Error::DeadlineExceeded, cause);
         }
     }
 }
@@ -457,25 +547,33 @@ impl Kind {
 /// with the ancestor's error and cause.
 pub(crate) fn new_cancel(
     parent: Option<Arc<Node>>,
-    deadline: Option<Instant>,
-    own_deadline: bool,
+    own_deadline: Option<Instant>,
     created: &'static Location<'static>,
 ) -> Arc<Node> {
+    let timing = match (
+        own_deadline,
+        parent.as_deref().and_then(Node::source_of_child),
+    ) {
+        (Some(_), _) => OWN_DEADLINE,
+        (None, Some(src)) if src.expect_core().under_deadline() => INHERITED_DEADLINE,
+        (None, _) => NO_DEADLINE,
+    };
     let node = Arc::new(Node {
         parent,
         kind: Kind::Cancel(CancelCore {
             state: AtomicU8::new(LIVE),
-            deadline,
-            own_deadline,
+            timing,
             key: AtomicU32::new(NO_KEY),
             plain: AtomicU8::new(PLAIN_NONE),
             inner: Mutex::new(Inner {
                 plain_at: None,
+                waiter: None,
                 // Only a node with its own deadline reports where it was made (and it needs the
                 // box for its timer anyway).
-                more: own_deadline.then(|| {
+                more: own_deadline.map(|at| {
                     Box::new(More {
                         created: Some(created),
+                        deadline: Some(at),
                         ..More::default()
                     })
                 }),
@@ -488,7 +586,7 @@ pub(crate) fn new_cancel(
         let mut g = lock(&sc.inner);
         let st = sc.state.load(Ordering::Relaxed);
         if st == LIVE {
-            let key = g.more().entries.insert(Entry::Child(node.clone()));
+            let key = g.insert(Entry::Child(node.clone()));
             core.key
                 .store(u32::try_from(key).unwrap_or(NO_KEY), Ordering::Relaxed);
         } else {
@@ -519,12 +617,21 @@ pub(crate) fn new_cancel(
 /// wait for them: a wide, flat fan-out is cancelled without touching the allocator (whose locks
 /// the woken tasks, freeing their nodes on other threads, need at the same time).
 pub(crate) fn cancel(node: &Node, err: Error, cause: Cause) -> bool {
-    let Some(entries) = mark_done(node.expect_core(), err, &cause) else {
+    let Some(taken) = mark_done(node.expect_core(), err, &cause) else {
         return false;
     };
     detach_from_parent(node);
-    if entries.is_empty() {
+    if taken.is_empty() {
         // Nothing below and nobody waiting: the common case of a handle dropped after use.
+        return true;
+    }
+    if !taken.entries.has_children() {
+        // Nothing below: wake its waiters, no walk.
+        let mut panic = None;
+        taken.notify_all(&mut panic);
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
+        }
         return true;
     }
     // Without recursion, breadth first: trees may be arbitrarily deep.
@@ -535,12 +642,32 @@ pub(crate) fn cancel(node: &Node, err: Error, cause: Cause) -> bool {
         later: Vec::new(),
         panic: None,
     };
-    walk.visit(entries);
-    while let Some(entries) = walk.pending.pop_front() {
-        walk.visit(entries);
+    walk.visit(taken);
+    while let Some(taken) = walk.pending.pop_front() {
+        walk.visit(taken);
     }
     walk.finish();
     true
+}
+
+/// What a marked node hands to the walk: its inline waiter and its registry.
+struct Taken {
+    waiter: Option<Waker>,
+    entries: Registry,
+}
+
+impl Taken {
+    fn is_empty(&self) -> bool {
+        self.waiter.is_none() && self.entries.is_empty()
+    }
+
+    /// Wakes the waiters and starts the callbacks of a node without cancellable children.
+    fn notify_all(self, panic: &mut Option<Box<dyn Any + Send>>) {
+        if let Some(w) = self.waiter {
+            notify(Entry::Waiter(w), panic);
+        }
+        self.entries.for_each(|entry| notify(entry, panic));
+    }
 }
 
 /// One cancellation's walk over a subtree.
@@ -548,7 +675,7 @@ struct Walk<'a> {
     err: Error,
     cause: &'a Cause,
     /// The registries of marked nodes that have cancellable children, breadth first.
-    pending: VecDeque<Registry>,
+    pending: VecDeque<Taken>,
     /// Waiters and callbacks of the cancelled node and of nodes with children: woken once the
     /// whole subtree is marked.
     later: Vec<Entry>,
@@ -559,8 +686,11 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// Goes through the registry of a marked node that has children (or is where the
     /// cancellation started): marks its children, keeps its waiters and callbacks for later.
-    fn visit(&mut self, entries: Registry) {
-        entries.for_each(|entry| match entry {
+    fn visit(&mut self, taken: Taken) {
+        if let Some(w) = taken.waiter {
+            self.later.push(Entry::Waiter(w));
+        }
+        taken.entries.for_each(|entry| match entry {
             Entry::Child(c) => self.child(c),
             other => self.later.push(other),
         });
@@ -568,12 +698,12 @@ impl Walk<'_> {
 
     fn child(&mut self, child: Arc<Node>) {
         // Its parent (the node being visited) is done and has dropped its registry already.
-        if let Some(entries) = mark_done(child.expect_core(), self.err, self.cause) {
-            if entries.has_children() {
-                self.pending.push_back(entries);
+        if let Some(taken) = mark_done(child.expect_core(), self.err, self.cause) {
+            if taken.entries.has_children() {
+                self.pending.push_back(taken);
             } else {
                 // Nothing below it to wait for.
-                entries.for_each(|entry| notify(entry, &mut self.panic));
+                taken.notify_all(&mut self.panic);
             }
         }
         // Outside every lock. The child's owners (its contexts, handle, waiters' tasks) usually
@@ -593,7 +723,7 @@ impl Walk<'_> {
 }
 
 /// Marks `core` done and takes its registry, or `None` if it was done already.
-fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Registry> {
+fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Taken> {
     // Once done, never live again: a handle dropped after its node was cancelled takes no lock.
     if core.state() != LIVE {
         return None;
@@ -604,6 +734,7 @@ fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Registry> {
     }
     core.store_cause(&mut g, err, cause);
     core.state.store(err_state(err), Ordering::Release);
+    let waiter = g.waiter.take();
     let (entries, timer) = match g.more.as_mut() {
         Some(m) => (std::mem::take(&mut m.entries), m.timer.take()),
         None => (Registry::Empty, None),
@@ -612,7 +743,7 @@ fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Registry> {
     if let Some(t) = timer {
         t.stop();
     }
-    Some(entries)
+    Some(Taken { waiter, entries })
 }
 
 /// Wakes a waiter or starts a callback, outside every lock. A panicking waker neither stops
@@ -679,5 +810,17 @@ fn detach_from_parent(node: &Node) {
                 drop(removed);
             }
         }
+    }
+}
+#[cfg(all(test, target_pointer_width = "64", not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A node (with the `Arc`'s two counts: 80 bytes) is as large as Go's `cancelCtx`, and a
+    /// `done()` waiter still fits in it.
+    #[test]
+    fn a_node_is_64_bytes_plus_the_arc_counts() {
+        assert_eq!(size_of::<Node>(), 64);
+        assert_eq!(size_of::<Inner>(), 32, "the lock guards an inline waiter");
     }
 }

@@ -162,3 +162,25 @@ fn cancelling_a_flat_fan_out_allocates_nothing() {
     assert_eq!(allocations() - before, 0, "the walk allocated");
     assert!(waiting.iter().all(|(leaf, ..)| leaf.is_done()));
 }
+
+#[test]
+fn waiting_on_a_context_allocates_nothing() {
+    // A `done()` waiter lives in the future and, registered, in the node itself.
+    let (ctx, cancel) = Context::background().with_cancel();
+    let before = allocations();
+    let mut done = ctx.done();
+    assert!(
+        Pin::new(&mut done)
+            .poll(&mut TaskContext::from_waker(Waker::noop()))
+            .is_pending()
+    );
+    assert_eq!(ctx.registered(), 1);
+    cancel.cancel();
+    assert!(
+        Pin::new(&mut done)
+            .poll(&mut TaskContext::from_waker(Waker::noop()))
+            .is_ready()
+    );
+    drop(done);
+    assert_eq!(allocations() - before, 0);
+}

@@ -207,6 +207,35 @@ fn non_deadline_descendants_report_the_nearest_deadline() {
 }
 
 #[test]
+fn the_nearest_earlier_deadline_wins_down_a_mixed_chain() {
+    let now = Instant::now();
+    let (far, near) = (
+        now + Duration::from_secs(3600),
+        now + Duration::from_secs(60),
+    );
+    let (a, _ha) = Context::background().with_deadline(far);
+    let (b, _hb) = a.with_cancel();
+    let (c, _hc) = b.with_value::<RequestId>(7).with_deadline(near);
+    let (d, _hd) = c.with_cancel();
+    let (e, _he) = d.with_deadline(far);
+    assert_eq!(b.deadline(), Some(far));
+    assert_eq!(c.deadline(), Some(near));
+    assert_eq!(d.deadline(), Some(near));
+    assert_eq!(
+        e.deadline(),
+        Some(near),
+        "a later deadline of its own never applies"
+    );
+    assert_eq!(e.with_value::<Tenant>("t").deadline(), Some(near));
+    // `without_cancel` drops the deadline as well as the cancellation (as in Go).
+    let free = e.without_cancel();
+    assert_eq!(free.deadline(), None);
+    assert_eq!(free.with_cancel().0.deadline(), None);
+    let (g, _hg) = free.with_deadline(far);
+    assert_eq!(g.deadline(), Some(far));
+}
+
+#[test]
 fn err_is_none_until_done_then_fixed_forever() {
     let (parent, cancel_parent) = Context::background().with_cancel();
     let (child, cancel_child) = parent.with_deadline(Instant::now() + Duration::from_secs(3600));
