@@ -388,11 +388,7 @@ fn a_panicking_leaf_waker_does_not_stop_the_rest_of_the_walk() {
     }
     let mut on_root = root.done();
     register(&mut on_root, &good);
-    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cancel.cancel()));
-    assert!(
-        unwound.is_err(),
-        "the waker's panic resumes in the canceller"
-    );
+    cancel_resuming_a_wakers_panic(&cancel);
     assert_eq!(
         count.0.load(Ordering::SeqCst),
         10,
@@ -505,6 +501,15 @@ impl Wake for Panics {
     }
 }
 
+/// Cancels with `cancel` and checks that a waker's panic resumed in the canceller.
+fn cancel_resuming_a_wakers_panic(cancel: &CancelHandle) {
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cancel.cancel()));
+    assert!(
+        unwound.is_err(),
+        "the waker's panic resumes in the canceller"
+    );
+}
+
 #[test]
 fn a_panicking_waker_neither_stops_other_wakeups_nor_breaks_the_tree() {
     let (root, cancel) = Context::background().with_cancel();
@@ -519,11 +524,7 @@ fn a_panicking_waker_neither_stops_other_wakeups_nor_breaks_the_tree() {
     let mut also_root = root.done();
     register(&mut also_root, &good);
 
-    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cancel.cancel()));
-    assert!(
-        unwound.is_err(),
-        "the waker's panic resumes in the canceller"
-    );
+    cancel_resuming_a_wakers_panic(&cancel);
     assert_eq!(
         count.0.load(Ordering::SeqCst),
         2,

@@ -64,6 +64,11 @@ fn live() -> isize {
     LIVE.with(Cell::get)
 }
 
+/// Polls a `done()` future once with a waker that does nothing.
+fn poll(done: &mut ctx_runtime::Done) -> std::task::Poll<()> {
+    Pin::new(done).poll(&mut TaskContext::from_waker(Waker::noop()))
+}
+
 /// Sizes for loops: full natively, small under miri (which is thousands of times slower).
 fn scale(n: usize) -> usize {
     if cfg!(miri) { (n / 1000).max(100) } else { n }
@@ -114,11 +119,7 @@ fn children_behind_value_nodes_with_waiters_and_callbacks_leave_no_trace() {
         let (child, handle) = v.with_cancel_cause();
         let (grandchild, _h) = child.with_cancel();
         let mut done = grandchild.done();
-        assert!(
-            Pin::new(&mut done)
-                .poll(&mut TaskContext::from_waker(Waker::noop()))
-                .is_pending()
-        );
+        assert!(poll(&mut done).is_pending());
         let stopped = child.after_func(|| ());
         assert!(stopped.stop());
         drop(done);
@@ -150,11 +151,7 @@ fn cancelling_a_flat_fan_out_allocates_nothing() {
     for _ in 0..n {
         let (leaf, h) = root.with_cancel();
         let mut done = leaf.done();
-        assert!(
-            Pin::new(&mut done)
-                .poll(&mut TaskContext::from_waker(Waker::noop()))
-                .is_pending()
-        );
+        assert!(poll(&mut done).is_pending());
         waiting.push((leaf, h, done));
     }
     let before = allocations();
@@ -169,18 +166,10 @@ fn waiting_on_a_context_allocates_nothing() {
     let (ctx, cancel) = Context::background().with_cancel();
     let before = allocations();
     let mut done = ctx.done();
-    assert!(
-        Pin::new(&mut done)
-            .poll(&mut TaskContext::from_waker(Waker::noop()))
-            .is_pending()
-    );
+    assert!(poll(&mut done).is_pending());
     assert_eq!(ctx.registered(), 1);
     cancel.cancel();
-    assert!(
-        Pin::new(&mut done)
-            .poll(&mut TaskContext::from_waker(Waker::noop()))
-            .is_ready()
-    );
+    assert!(poll(&mut done).is_ready());
     drop(done);
     assert_eq!(allocations() - before, 0);
 }
