@@ -625,16 +625,6 @@ pub(crate) fn cancel(node: &Node, err: Error, cause: Cause) -> bool {
         // Nothing below and nobody waiting: the common case of a handle dropped after use.
         return true;
     }
-    if !taken.entries.has_children() {
-        // Nothing below: wake its waiters, no walk.
-        let mut panic = None;
-        taken.notify_all(&mut panic);
-        if let Some(p) = panic {
-            std::panic::resume_unwind(p);
-        }
-        return true;
-    }
-    // Without recursion, breadth first: trees may be arbitrarily deep.
     let mut walk = Walk {
         err,
         cause: &cause,
@@ -642,9 +632,15 @@ pub(crate) fn cancel(node: &Node, err: Error, cause: Cause) -> bool {
         later: Vec::new(),
         panic: None,
     };
-    walk.visit(taken);
-    while let Some(taken) = walk.pending.pop_front() {
+    if taken.entries.has_children() {
+        // Without recursion, breadth first: trees may be arbitrarily deep.
         walk.visit(taken);
+        while let Some(taken) = walk.pending.pop_front() {
+            walk.visit(taken);
+        }
+    } else {
+        // Nothing below: its waiters need not wait for a walk.
+        taken.notify_all(&mut walk.panic);
     }
     walk.finish();
     true
