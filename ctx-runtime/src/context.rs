@@ -89,12 +89,7 @@ impl Context {
     /// The nearest cancellable node: this one, or the one a value node points at.
     #[inline]
     pub(crate) fn source(&self) -> Option<&Arc<Node>> {
-        let node = self.node.as_ref()?;
-        match &node.kind {
-            Kind::Cancel(_) => Some(node),
-            Kind::Value(v) => v.source.as_ref(),
-            Kind::Todo | Kind::WithoutCancel => None,
-        }
+        node::source_of(self.node.as_ref()?)
     }
 
     #[inline]

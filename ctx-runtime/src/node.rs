@@ -285,27 +285,24 @@ pub(crate) enum Entry {
     After(Arc<AfterShared>),
 }
 
+/// The nearest cancellable node at or above `node`: itself, or the one a value node points at
+/// (`None` under `background()`, `todo()` or `without_cancel()`). What a context's `is_done()`
+/// reads, and where a child made under it registers.
+#[inline]
+pub(crate) fn source_of(node: &Arc<Node>) -> Option<&Arc<Node>> {
+    match &node.kind {
+        Kind::Cancel(_) => Some(node),
+        Kind::Value(v) => v.source.as_ref(),
+        Kind::Todo | Kind::WithoutCancel => None,
+    }
+}
+
 impl Node {
     /// The nearest cancellable strict ancestor: the node whose cancellation reaches this one
     /// and, for a cancellable node, the one holding it in its registry.
     #[inline]
     pub(crate) fn source_parent(&self) -> Option<&Arc<Node>> {
-        let p = self.parent.as_ref()?;
-        match &p.kind {
-            Kind::Cancel(_) => Some(p),
-            Kind::Value(v) => v.source.as_ref(),
-            Kind::Todo | Kind::WithoutCancel => None,
-        }
-    }
-
-    /// The nearest cancellable node at or above this one: the source of a child made under it.
-    #[inline]
-    fn source_of_child(&self) -> Option<&Node> {
-        match &self.kind {
-            Kind::Cancel(_) => Some(self),
-            Kind::Value(v) => v.source.as_deref(),
-            Kind::Todo | Kind::WithoutCancel => None,
-        }
+        source_of(self.parent.as_ref()?)
     }
 
     #[inline]
@@ -550,10 +547,7 @@ pub(crate) fn new_cancel(
     own_deadline: Option<Instant>,
     created: &'static Location<'static>,
 ) -> Arc<Node> {
-    let timing = match (
-        own_deadline,
-        parent.as_deref().and_then(Node::source_of_child),
-    ) {
+    let timing = match (own_deadline, parent.as_ref().and_then(source_of)) {
         (Some(_), _) => OWN_DEADLINE,
         (None, Some(src)) if src.expect_core().under_deadline() => INHERITED_DEADLINE,
         (None, _) => NO_DEADLINE,
