@@ -11,8 +11,8 @@ command -v valgrind >/dev/null || {
     exit 1
 }
 N="${N:-20000}"
-cargo bench --bench ops --no-run 2>/dev/null
-BIN=$(cargo bench --bench ops --no-run --message-format=json 2>/dev/null |
+cargo bench -p ctxkit-benches --bench ops --no-run 2>/dev/null
+BIN=$(cargo bench -p ctxkit-benches --bench ops --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)

@@ -33,7 +33,7 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 echo "== criterion: ctxkit and tokio-util (raw output in $RAW_DIR)" >&2
-cargo bench --bench context -- --measurement-time "$MEASURE" --warm-up-time "$WARMUP" \
+cargo bench -p ctxkit-benches --bench context -- --measurement-time "$MEASURE" --warm-up-time "$WARMUP" \
     ${FILTER:+"$FILTER"} >"$RAW_DIR/criterion.txt" 2>"$RAW_DIR/criterion.err" || {
     cat "$RAW_DIR/criterion.err" >&2
     exit 1
@@ -46,13 +46,13 @@ if [ -z "$FILTER" ] || [[ "fan_out/waiters=100000" == *"$FILTER"* ]]; then
     echo "== fan-out of 100,000, each side in its own process ($ISOLATED_ROUNDS rounds)" >&2
     for _ in $(seq "$ISOLATED_ROUNDS"); do
         for side in ctxkit tokio-util; do
-            cargo bench --bench context -- --measurement-time "$MEASURE" --warm-up-time "$WARMUP" \
+            cargo bench -p ctxkit-benches --bench context -- --measurement-time "$MEASURE" --warm-up-time "$WARMUP" \
                 "^fan_out/waiters=100000/$side\$" >>"$RAW_DIR/isolated.txt" 2>>"$RAW_DIR/criterion.err"
         done
     done
 fi
 echo "== bytes per node (dhat)" >&2
-cargo bench --bench memory >"$RAW_DIR/memory.txt" 2>"$RAW_DIR/memory.err"
+cargo bench -p ctxkit-benches --bench memory >"$RAW_DIR/memory.txt" 2>"$RAW_DIR/memory.err"
 
 echo "== go test -bench ($(go version | cut -d' ' -f3))" >&2
 (

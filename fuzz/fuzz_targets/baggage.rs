@@ -2,7 +2,7 @@
 //! same, and what is sent is always whole members within the limits.
 #![no_main]
 
-use ctx_runtime::propagation::Baggage;
+use ctxkit::propagation::Baggage;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

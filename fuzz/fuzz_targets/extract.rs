@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use ctx_runtime::propagation::{self, Accept, TraceContext};
-use ctx_runtime::{BoxError, Context, ContextKey, Instant};
+use ctxkit::propagation::{self, Accept, TraceContext};
+use ctxkit::{BoxError, Context, ContextKey, Instant};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 

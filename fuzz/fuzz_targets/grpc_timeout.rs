@@ -1,7 +1,7 @@
 //! `grpc-timeout`: never panics; whatever decodes re-encodes to the same duration.
 #![no_main]
 
-use ctx_runtime::propagation::GrpcTimeout;
+use ctxkit::propagation::GrpcTimeout;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

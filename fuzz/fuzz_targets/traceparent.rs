@@ -1,7 +1,7 @@
 //! `traceparent`: never panics; whatever parses prints back to a value that parses the same.
 #![no_main]
 
-use ctx_runtime::propagation::TraceParent;
+use ctxkit::propagation::TraceParent;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

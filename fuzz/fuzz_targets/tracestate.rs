@@ -2,7 +2,7 @@
 //! split over several headers or not.
 #![no_main]
 
-use ctx_runtime::propagation::TraceState;
+use ctxkit::propagation::TraceState;
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
 

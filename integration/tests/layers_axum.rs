@@ -1,0 +1,189 @@
+//! `ServerLayer` under axum 0.8: the `Ctx` extractor, deadlines answered 504, malformed
+//! headers 400, a client hanging up cancelling the handler's context.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use ctxkit::axum::Ctx;
+use ctxkit::propagation::Accept;
+use ctxkit::tower::ServerLayer;
+use ctxkit::{Context, ContextKey, Instant};
+use http::StatusCode;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+#[derive(ContextKey)]
+#[context_key(value = String, header = "x-request-id")]
+struct RequestId;
+
+async fn serve(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// Sends `req` on a fresh HTTP/1.1 connection; the connection task comes back too.
+async fn send(
+    addr: std::net::SocketAddr,
+    req: http::Request<Empty<bytes::Bytes>>,
+) -> (
+    tokio::task::JoinHandle<Option<(StatusCode, String)>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = tokio::spawn(async move {
+        let resp = sender.send_request(req).await.ok()?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some((status, String::from_utf8_lossy(&body).into_owned()))
+    });
+    (resp, conn)
+}
+
+async fn get_text(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    let mut req = http::Request::get(format!("http://{addr}/"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let (resp, _conn) = send(addr, req.body(Empty::new()).unwrap()).await;
+    tokio::time::timeout(PATIENCE, resp)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
+
+async fn describe(Ctx(ctx): Ctx) -> String {
+    let left = ctx
+        .deadline()
+        .map(|d| d.saturating_duration_since(Instant::now()));
+    format!(
+        "{} {:?} {:?}",
+        ctx.same(&Context::current()),
+        left.map(|l| l.as_millis()),
+        ctx.value::<RequestId>()
+    )
+}
+
+fn layer(root: Context) -> ServerLayer {
+    ServerLayer::new(root, Accept::new().key::<RequestId>())
+}
+
+#[tokio::test]
+async fn ctx_is_the_request_context() {
+    let app = Router::new()
+        .route("/", get(describe))
+        .layer(layer(Context::background()));
+    let addr = serve(app).await;
+    let (status, body) = get_text(addr, &[("grpc-timeout", "2S"), ("x-request-id", "r-1")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let parts: Vec<&str> = body.splitn(3, ' ').collect();
+    assert_eq!(parts[0], "true", "{body}");
+    let left: u128 = parts[1]
+        .trim_start_matches("Some(")
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    assert!((1_000..=2_000).contains(&left), "{body}");
+    assert_eq!(parts[2], "Some(\"r-1\")");
+
+    let (status, body) = get_text(addr, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "true None None");
+}
+
+#[tokio::test]
+async fn without_the_layer_ctx_is_a_500_naming_it() {
+    let app = Router::new().route("/", get(describe));
+    let addr = serve(app).await;
+    let (status, body) = get_text(addr, &[]).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("ServerLayer"), "{body}");
+}
+
+async fn hang(Ctx(ctx): Ctx, tx: mpsc::UnboundedSender<ctxkit::Error>) -> String {
+    let watched = ctx.clone();
+    tokio::spawn(async move {
+        watched.done().await;
+        let _ = tx.send(watched.err().unwrap());
+    });
+    std::future::pending::<String>().await
+}
+
+fn hanging_app(root: Context, tx: mpsc::UnboundedSender<ctxkit::Error>) -> Router {
+    Router::new()
+        .route("/", get(move |ctx: Ctx| hang(ctx, tx.clone())))
+        .layer(layer(root))
+}
+
+#[tokio::test]
+async fn a_passed_deadline_is_504_and_ends_the_work() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let addr = serve(hanging_app(Context::background(), tx)).await;
+    let (status, _) = get_text(addr, &[("grpc-timeout", "100m")]).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    let err = tokio::time::timeout(PATIENCE, rx.recv()).await.unwrap();
+    assert_eq!(err, Some(ctxkit::Error::DeadlineExceeded));
+}
+
+#[tokio::test]
+async fn a_malformed_grpc_timeout_is_400_and_serving_goes_on() {
+    let app = Router::new()
+        .route("/", get(describe))
+        .layer(layer(Context::background()));
+    let addr = serve(app).await;
+    let (status, body) = get_text(addr, &[("grpc-timeout", "soon")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("grpc-timeout"), "{body}");
+    let (status, _) = get_text(addr, &[("grpc-timeout", "1S")]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_cancels_the_handler_context() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let addr = serve(hanging_app(Context::background(), tx)).await;
+    let req = http::Request::get(format!("http://{addr}/"))
+        .body(Empty::new())
+        .unwrap();
+    let (resp, conn) = send(addr, req).await;
+    // Let the request reach the handler, then hang up.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    resp.abort();
+    conn.abort();
+    let err = tokio::time::timeout(PATIENCE, rx.recv()).await.unwrap();
+    assert_eq!(err, Some(ctxkit::Error::Canceled));
+}
+
+#[tokio::test]
+async fn shutting_the_root_down_ends_requests_in_flight() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (root, shutdown) = Context::background().with_cancel();
+    let addr = serve(hanging_app(root, tx)).await;
+    let req = http::Request::get(format!("http://{addr}/"))
+        .body(Empty::new())
+        .unwrap();
+    let (resp, _conn) = send(addr, req).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    shutdown.cancel();
+    let err = tokio::time::timeout(PATIENCE, rx.recv()).await.unwrap();
+    assert_eq!(err, Some(ctxkit::Error::Canceled));
+    let (status, _) = tokio::time::timeout(PATIENCE, resp)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -1,0 +1,137 @@
+//! The handles that cancel a context: [`CancelHandle`] and [`CancelCauseHandle`].
+
+use std::fmt;
+use std::panic::Location;
+
+use crate::error::{Cause, Error, Origin};
+use crate::node::{self, LIVE, Node};
+use crate::sync::Arc;
+
+/// Cancels the context it came with: explicitly with [`CancelHandle::cancel`], or when dropped,
+/// so a forgotten cancel can never leak the context (Go's `lostcancel` vet check, enforced by
+/// ownership).
+///
+/// `Send + Sync`; share it with an `Arc` or pass it to the task that decides. Cancelling twice is
+/// a no-op: the first cancellation wins.
+///
+/// The cause's `Debug` names where the cancellation came from: the `file:line` of the `cancel()`
+/// call, or, when the handle was dropped, where the handle was *created* (a `Drop` impl cannot
+/// know the place of its own call).
+///
+/// ```
+/// use ctxkit::{Context, Error};
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// drop(cancel); // dropping cancels too
+/// assert_eq!(ctx.err(), Some(Error::Canceled));
+/// assert!(format!("{:?}", ctx.cause().unwrap()).contains("dropped"));
+/// ```
+#[must_use = "dropping a CancelHandle cancels its context at once; bind it (`let (ctx, _cancel) = ..`) to keep the context alive"]
+pub struct CancelHandle {
+    node: Arc<Node>,
+    created: &'static Location<'static>,
+}
+
+impl CancelHandle {
+    pub(crate) fn new(node: Arc<Node>, created: &'static Location<'static>) -> Self {
+        CancelHandle { node, created }
+    }
+
+    /// Cancels the context and all its descendants with [`Error::Canceled`] (no-op if it is
+    /// done already). The cause records this call's `file:line`.
+    #[track_caller]
+    pub fn cancel(&self) {
+        cancel_plain(&self.node, Origin::Called(Location::caller()));
+    }
+
+    /// Whether the context is done (by this handle or otherwise).
+    pub fn is_done(&self) -> bool {
+        self.node.expect_core().state() != LIVE
+    }
+}
+
+fn cancel_plain(node: &Node, origin: Origin) {
+    if node.expect_core().state() == LIVE {
+        node::cancel(
+            node,
+            Error::Canceled,
+            Cause::from_error(Error::Canceled, origin),
+        );
+    }
+}
+
+impl Drop for CancelHandle {
+    fn drop(&mut self) {
+        if !node::release_unobserved(&self.node) {
+            cancel_plain(&self.node, Origin::Dropped(self.created));
+        }
+    }
+}
+
+impl fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelHandle")
+            .field("created", &format_args!("{}", self.created))
+            .field("done", &self.is_done())
+            .finish()
+    }
+}
+
+/// Cancels the context it came with, with a cause (Go's `CancelCauseFunc`). Dropping it cancels
+/// with [`Error::Canceled`] as the cause.
+///
+/// ```
+/// use ctxkit::{Context, Error};
+///
+/// let (ctx, cancel) = Context::background().with_cancel_cause();
+/// cancel.cancel(std::io::Error::other("upstream closed"));
+/// assert_eq!(ctx.err(), Some(Error::Canceled));
+/// assert_eq!(ctx.cause().unwrap().to_string(), "upstream closed");
+/// ```
+#[must_use = "dropping a CancelCauseHandle cancels its context at once; bind it (`let (ctx, _cancel) = ..`) to keep the context alive"]
+pub struct CancelCauseHandle {
+    node: Arc<Node>,
+    created: &'static Location<'static>,
+}
+
+impl CancelCauseHandle {
+    pub(crate) fn new(node: Arc<Node>, created: &'static Location<'static>) -> Self {
+        CancelCauseHandle { node, created }
+    }
+
+    /// Cancels the context and all its descendants with [`Error::Canceled`] and `cause` (no-op,
+    /// and the cause is dropped, if it is done already: the first cause wins).
+    #[track_caller]
+    pub fn cancel(&self, cause: impl Into<Cause>) {
+        let origin = Origin::Called(Location::caller());
+        if self.node.expect_core().state() == LIVE {
+            node::cancel(
+                &self.node,
+                Error::Canceled,
+                cause.into().with_origin(origin),
+            );
+        }
+    }
+
+    /// Whether the context is done (by this handle or otherwise).
+    pub fn is_done(&self) -> bool {
+        self.node.expect_core().state() != LIVE
+    }
+}
+
+impl Drop for CancelCauseHandle {
+    fn drop(&mut self) {
+        if !node::release_unobserved(&self.node) {
+            cancel_plain(&self.node, Origin::Dropped(self.created));
+        }
+    }
+}
+
+impl fmt::Debug for CancelCauseHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelCauseHandle")
+            .field("created", &format_args!("{}", self.created))
+            .field("done", &self.is_done())
+            .finish()
+    }
+}
