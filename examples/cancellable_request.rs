@@ -321,10 +321,10 @@ pub async fn demo(processor: &Processor) -> Vec<Result<Status, ServerError>> {
         },
         steps: 10,
     };
-    let (conn, hang_up) = Context::background().with_cancel_cause();
+    let (conn, hang_up) = Context::background().with_cancel();
     let client = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(60)).await;
-        hang_up.cancel(ClientHungUp);
+        hang_up.cancel_with(ClientHungUp);
     });
     results.push(start_request(&conn, processor, &event, Duration::from_millis(300)).await);
     client.await.expect("the client task panicked");

@@ -378,7 +378,7 @@ pub struct Outcome {
 
 /// The demo: an endless pipeline whose client disconnects after `client_waits`.
 pub async fn demo(client_waits: Duration) -> Result<Outcome, StillRunning> {
-    let (request, disconnect) = Context::background().with_cancel_cause();
+    let (request, disconnect) = Context::background().with_cancel();
     println!("  starting {} under {request:?}", STAGES.join(" -> "));
     let pipeline = Pipeline::start(&request, None);
 
@@ -388,7 +388,7 @@ pub async fn demo(client_waits: Duration) -> Result<Outcome, StillRunning> {
         pipeline.stored()
     );
     let cancelled_at = Instant::now();
-    disconnect.cancel(ClientDisconnected);
+    disconnect.cancel_with(ClientDisconnected);
 
     let stages = pipeline.join(Duration::from_secs(2)).await?;
     Ok(Outcome {

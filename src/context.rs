@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::after::AfterFunc;
 use crate::done::Done;
 use crate::error::{Cause, Error, Origin};
-use crate::handle::{CancelCauseHandle, CancelHandle};
+use crate::handle::CancelHandle;
 use crate::key::ContextKey;
 use crate::node::{self, CancelCore, KeyMeta, Kind, LIVE, Node, ValueSlot};
 use crate::sync::Arc;
@@ -120,29 +120,7 @@ impl Context {
     /// ```
     #[track_caller]
     pub fn with_cancel(&self) -> (Context, CancelHandle) {
-        let at = Location::caller();
-        let node = self.cancel_child(None, at);
-        (self.wrap(node.clone()), CancelHandle::new(node, at))
-    }
-
-    /// Like [`Context::with_cancel`], but the handle cancels with a cause of the caller's choice,
-    /// which [`Context::cause`] then reports (Go's `WithCancelCause`). The first cause wins.
-    ///
-    /// ```
-    /// use ctxkit::{Context, Error};
-    ///
-    /// let (ctx, cancel) = Context::background().with_cancel_cause();
-    /// let (child, _cancel_child) = ctx.with_cancel();
-    /// cancel.cancel(std::io::Error::other("client went away"));
-    /// cancel.cancel(std::io::Error::other("ignored: the first cause wins"));
-    /// assert_eq!(child.err(), Some(Error::Canceled));
-    /// assert_eq!(child.cause().unwrap().to_string(), "client went away");
-    /// ```
-    #[track_caller]
-    pub fn with_cancel_cause(&self) -> (Context, CancelCauseHandle) {
-        let at = Location::caller();
-        let node = self.cancel_child(None, at);
-        (self.wrap(node.clone()), CancelCauseHandle::new(node, at))
+        self.child(None, None, Location::caller())
     }
 
     /// A child that is cancelled with [`Error::DeadlineExceeded`] at `at`, or earlier through its
@@ -169,7 +147,7 @@ impl Context {
     /// ```
     #[track_caller]
     pub fn with_deadline(&self, at: Instant) -> (Context, CancelHandle) {
-        self.deadline_child(at, None, Location::caller())
+        self.child(Some(at), None, Location::caller())
     }
 
     /// Like [`Context::with_deadline`], but a deadline hit reports `cause` from
@@ -191,7 +169,7 @@ impl Context {
         at: Instant,
         cause: impl Into<Cause>,
     ) -> (Context, CancelHandle) {
-        self.deadline_child(at, Some(cause.into()), Location::caller())
+        self.child(Some(at), Some(cause.into()), Location::caller())
     }
 
     /// `with_deadline(now + after)`. A zero timeout gives a context that is done at once; a
@@ -211,14 +189,7 @@ impl Context {
     /// ```
     #[track_caller]
     pub fn with_timeout(&self, after: Duration) -> (Context, CancelHandle) {
-        let here = Location::caller();
-        match Instant::now().checked_add(after) {
-            Some(at) => self.deadline_child(at, None, here),
-            None => {
-                let node = self.cancel_child(None, here);
-                (self.wrap(node.clone()), CancelHandle::new(node, here))
-            }
-        }
+        self.child(Instant::now().checked_add(after), None, Location::caller())
     }
 
     /// `with_deadline_cause(now + after, cause)`; the same rules as [`Context::with_timeout`].
@@ -238,40 +209,33 @@ impl Context {
         after: Duration,
         cause: impl Into<Cause>,
     ) -> (Context, CancelHandle) {
-        let here = Location::caller();
-        match Instant::now().checked_add(after) {
-            Some(at) => self.deadline_child(at, Some(cause.into()), here),
-            None => {
-                let node = self.cancel_child(None, here);
-                (self.wrap(node.clone()), CancelHandle::new(node, here))
-            }
-        }
+        let at = Instant::now().checked_add(after);
+        self.child(at, Some(cause.into()), Location::caller())
     }
 
-    fn deadline_child(
+    /// A cancellable child with its handle: the constructor every `with_*` goes through. `at`
+    /// is the deadline asked for (`None`: none of its own); a parent's earlier deadline wins.
+    fn child(
         &self,
-        at: Instant,
+        at: Option<Instant>,
         cause: Option<Cause>,
         here: &'static Location<'static>,
     ) -> (Context, CancelHandle) {
-        if let Some(parent_at) = self.deadline()
-            && parent_at <= at
-        {
-            // The parent's deadline comes first: it is the one that will fire.
-            let node = self.cancel_child(None, here);
-            return (self.wrap(node.clone()), CancelHandle::new(node, here));
-        }
-        let node = self.cancel_child(Some(at), here);
-        let core = node.expect_core();
-        if let Some(c) = cause {
-            core.set_deadline_cause(c);
-        }
-        if core.state() == LIVE {
-            if at <= Instant::now() {
-                let cause = core.deadline_cause(at);
-                node::cancel(&node, Error::DeadlineExceeded, cause);
-            } else {
-                timer::start(&node, at);
+        // A deadline after the parent's changes nothing: the parent's will fire first.
+        let own = at.filter(|at| self.deadline().is_none_or(|parent_at| *at < parent_at));
+        let node = self.cancel_child(own, here);
+        if let Some(at) = own {
+            let core = node.expect_core();
+            if let Some(c) = cause {
+                core.set_deadline_cause(c);
+            }
+            if core.state() == LIVE {
+                if at <= Instant::now() {
+                    let cause = core.deadline_cause(at);
+                    node::cancel(&node, Error::DeadlineExceeded, cause);
+                } else {
+                    timer::start(&node, at);
+                }
             }
         }
         (self.wrap(node.clone()), CancelHandle::new(node, here))
@@ -418,7 +382,7 @@ impl Context {
         node::state_err(st)
     }
 
-    /// The cause of the cancellation: the cause given to a [`CancelCauseHandle`] or to a `_cause`
+    /// The cause of the cancellation: the cause given to [`CancelHandle::cancel_with`] or to a `_cause`
     /// constructor, else the [`Error`] itself; inherited from the ancestor whose cancellation
     /// reached this context first. `None` while live. Its `Debug` names where the cancellation
     /// came from.

@@ -5,7 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, RawWakerVTable, Waker};
 
-use crate::node::{Entry, LIVE, Node};
+use crate::Error;
+use crate::node::{self, Entry, LIVE, Node};
+use crate::race::Watch;
 use crate::sync::Arc;
 
 /// A waker slot in a cancellable node's registry, taken only while someone is pending on it.
@@ -86,6 +88,21 @@ impl Registration {
             return Poll::Ready(());
         }
         Poll::Pending
+    }
+}
+
+/// A race against a context: it stops once the context is done, with its error.
+impl Watch for Registration {
+    #[inline]
+    fn stopped(&self) -> Option<Error> {
+        node::state_err(self.source.as_ref()?.expect_core().state())
+    }
+
+    fn poll_stopped(&mut self, cx: &mut TaskContext<'_>) -> Poll<Error> {
+        match self.poll_done(cx) {
+            Poll::Ready(()) => Poll::Ready(self.stopped().unwrap_or(Error::Canceled)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

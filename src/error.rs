@@ -112,8 +112,8 @@ impl fmt::Display for Origin {
 /// }
 /// impl std::error::Error for Shutdown {}
 ///
-/// let (ctx, cancel) = Context::background().with_cancel_cause();
-/// cancel.cancel(Shutdown);
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// cancel.cancel_with(Shutdown);
 /// let cause = ctx.cause().unwrap();
 /// assert!(cause.downcast_ref::<Shutdown>().is_some());
 /// assert_eq!(cause.to_string(), "server shutting down");

@@ -13,7 +13,7 @@ use pin_project::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 
-use crate::{CancelCauseHandle, Context, Error};
+use crate::{CancelHandle, Context};
 
 /// What a panicking task leaves behind, to be resumed in [`Group::wait`].
 type Payload = Box<dyn Any + Send + 'static>;
@@ -84,7 +84,7 @@ pub struct Group<E> {
 
 /// What the tasks share with the group.
 struct Shared<E> {
-    cancel: CancelCauseHandle,
+    cancel: CancelHandle,
     first: Mutex<Option<E>>,
 }
 
@@ -147,7 +147,7 @@ where
 
     #[track_caller]
     fn build(parent: &Context, limit: Option<usize>) -> Group<E> {
-        let (ctx, cancel) = parent.with_cancel_cause();
+        let (ctx, cancel) = parent.with_cancel();
         Group {
             ctx,
             shared: Arc::new(Shared {
@@ -278,7 +278,7 @@ where
         while let Some(done) = tasks.set.join_next().await {
             tasks.collect(&shared, done);
         }
-        shared.cancel.cancel(Error::Canceled);
+        shared.cancel.cancel();
         if let Some(payload) = tasks.panic.take() {
             resume_unwind(payload);
         }
@@ -296,7 +296,7 @@ impl<E: fmt::Display> Shared<E> {
     fn fail(&self, e: E) {
         let mut first = lock(&self.first);
         if first.is_none() {
-            self.cancel.cancel(TaskFailed {
+            self.cancel.cancel_with(TaskFailed {
                 message: e.to_string(),
                 panicked: false,
             });
@@ -307,7 +307,7 @@ impl<E: fmt::Display> Shared<E> {
 
 impl<E> Shared<E> {
     fn panicked(&self, payload: &Payload) {
-        self.cancel.cancel(TaskFailed {
+        self.cancel.cancel_with(TaskFailed {
             message: panic_message(payload),
             panicked: true,
         });
@@ -337,7 +337,7 @@ impl Tasks {
 
 impl<E> Drop for Group<E> {
     fn drop(&mut self) {
-        self.shared.cancel.cancel(Error::Canceled);
+        self.shared.cancel.cancel();
         // Dropping the set would abort them too; say it.
         self.tasks
             .get_mut()

@@ -1,4 +1,4 @@
-//! The handles that cancel a context: [`CancelHandle`] and [`CancelCauseHandle`].
+//! The handle that cancels a context: [`CancelHandle`].
 
 use std::fmt;
 use std::panic::Location;
@@ -44,6 +44,31 @@ impl CancelHandle {
         cancel_plain(&self.node, Origin::Called(Location::caller()));
     }
 
+    /// Cancels the context and all its descendants with [`Error::Canceled`] and `cause`, which
+    /// [`Context::cause`](crate::Context::cause) then reports (Go's `CancelCauseFunc`). No-op if
+    /// the context is done already: the first cause wins, and this one is dropped.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel_with(std::io::Error::other("upstream closed"));
+    /// cancel.cancel_with(std::io::Error::other("ignored: the first cause wins"));
+    /// assert_eq!(ctx.err(), Some(Error::Canceled));
+    /// assert_eq!(ctx.cause().unwrap().to_string(), "upstream closed");
+    /// ```
+    #[track_caller]
+    pub fn cancel_with(&self, cause: impl Into<Cause>) {
+        let origin = Origin::Called(Location::caller());
+        if self.node.expect_core().state() == LIVE {
+            node::cancel(
+                &self.node,
+                Error::Canceled,
+                cause.into().with_origin(origin),
+            );
+        }
+    }
+
     /// Whether the context is done (by this handle or otherwise).
     pub fn is_done(&self) -> bool {
         self.node.expect_core().state() != LIVE
@@ -71,65 +96,6 @@ impl Drop for CancelHandle {
 impl fmt::Debug for CancelHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CancelHandle")
-            .field("created", &format_args!("{}", self.created))
-            .field("done", &self.is_done())
-            .finish()
-    }
-}
-
-/// Cancels the context it came with, with a cause (Go's `CancelCauseFunc`). Dropping it cancels
-/// with [`Error::Canceled`] as the cause.
-///
-/// ```
-/// use ctxkit::{Context, Error};
-///
-/// let (ctx, cancel) = Context::background().with_cancel_cause();
-/// cancel.cancel(std::io::Error::other("upstream closed"));
-/// assert_eq!(ctx.err(), Some(Error::Canceled));
-/// assert_eq!(ctx.cause().unwrap().to_string(), "upstream closed");
-/// ```
-#[must_use = "dropping a CancelCauseHandle cancels its context at once; bind it (`let (ctx, _cancel) = ..`) to keep the context alive"]
-pub struct CancelCauseHandle {
-    node: Arc<Node>,
-    created: &'static Location<'static>,
-}
-
-impl CancelCauseHandle {
-    pub(crate) fn new(node: Arc<Node>, created: &'static Location<'static>) -> Self {
-        CancelCauseHandle { node, created }
-    }
-
-    /// Cancels the context and all its descendants with [`Error::Canceled`] and `cause` (no-op,
-    /// and the cause is dropped, if it is done already: the first cause wins).
-    #[track_caller]
-    pub fn cancel(&self, cause: impl Into<Cause>) {
-        let origin = Origin::Called(Location::caller());
-        if self.node.expect_core().state() == LIVE {
-            node::cancel(
-                &self.node,
-                Error::Canceled,
-                cause.into().with_origin(origin),
-            );
-        }
-    }
-
-    /// Whether the context is done (by this handle or otherwise).
-    pub fn is_done(&self) -> bool {
-        self.node.expect_core().state() != LIVE
-    }
-}
-
-impl Drop for CancelCauseHandle {
-    fn drop(&mut self) {
-        if !node::release_unobserved(&self.node) {
-            cancel_plain(&self.node, Origin::Dropped(self.created));
-        }
-    }
-}
-
-impl fmt::Debug for CancelCauseHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CancelCauseHandle")
             .field("created", &format_args!("{}", self.created))
             .field("done", &self.is_done())
             .finish()

@@ -105,6 +105,7 @@ mod node;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod propagation;
+mod race;
 mod scope;
 // tokio has no signal support under `--cfg loom` (the loom models need none).
 #[cfg(not(loom))]
@@ -121,7 +122,7 @@ pub use context::Context;
 pub use done::Done;
 pub use error::{Cause, Error};
 pub use group::{Group, TaskFailed};
-pub use handle::{CancelCauseHandle, CancelHandle};
+pub use handle::CancelHandle;
 pub use key::{BoxError, ContextKey, DisplayFromStr, KeyCodec};
 pub use scope::{Run, Scoped, spawn};
 /// Deadlines are tokio's instants, so they follow tokio's (pausable) clock.

@@ -71,7 +71,7 @@ pub(crate) struct Node {
 pub(crate) enum Kind {
     /// `Context::todo()`.
     Todo,
-    /// `with_cancel`, `with_cancel_cause`, `with_deadline`, `with_timeout`.
+    /// `with_cancel`, `with_deadline`, `with_timeout`.
     Cancel(CancelCore),
     /// `with_value`.
     Value(ValueSlot),

@@ -26,6 +26,7 @@ use pin_project::pin_project;
 
 use crate::CancelHandle;
 use crate::done::Registration;
+use crate::race::{self, Watch};
 use crate::scope::Scoped;
 
 pub use crate::{BoxError, Context, ContextKey, DisplayFromStr, Error, KeyCodec};
@@ -218,35 +219,43 @@ impl<F: Future> Future for Body<'_, F> {
     type Output = Result<F::Output, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
-            panic!("`#[cancellable]` future polled after completion");
+        let this = self.project();
+        let mut watch = CallWatch {
+            frame: this.frame,
+            reg: this.reg,
         };
-        // Cancellation wins ties: checked before the body runs (on entry too).
-        if let Some(err) = this.frame.stop() {
-            this.fut.set(None);
-            return Poll::Ready(Err(err));
+        race::poll_race(&mut watch, this.fut, cx)
+    }
+}
+
+/// When a `#[cancellable]` call must stop: its frame says so (the context is done outside every
+/// shield, or a bounded shield expired).
+struct CallWatch<'a, 'f> {
+    frame: &'a Frame,
+    reg: &'f mut Option<Registration>,
+}
+
+impl Watch for CallWatch<'_, '_> {
+    #[inline]
+    fn stopped(&self) -> Option<Error> {
+        self.frame.stop()
+    }
+
+    fn poll_stopped(&mut self, cx: &mut TaskContext<'_>) -> Poll<Error> {
+        if let Some(err) = self.frame.stop() {
+            return Poll::Ready(err);
         }
-        if let Poll::Ready(v) = fut.poll(cx) {
-            this.fut.set(None);
-            return Poll::Ready(Ok(v));
+        if self.frame.shields.load(Ordering::Relaxed) != 0 {
+            // A shield is running: only its own deadline ends it, which its await watches.
+            return Poll::Pending;
         }
-        if let Some(err) = this.frame.stop() {
-            // Drop the in-flight future now, not whenever the caller drops us.
-            this.fut.set(None);
-            return Poll::Ready(Err(err));
-        }
-        if this.frame.shields.load(Ordering::Relaxed) == 0
-            && this
-                .reg
-                .get_or_insert_with(|| Registration::new(this.frame.ctx.source().cloned()))
-                .poll_done(cx)
-                .is_ready()
-        {
-            this.fut.set(None);
-            return Poll::Ready(Err(this.frame.ctx.err().unwrap_or(Error::Canceled)));
-        }
-        Poll::Pending
+        // Registered at the first `Pending`: a call that never suspends never touches the
+        // registry.
+        let frame = self.frame;
+        let reg = self
+            .reg
+            .get_or_insert_with(|| Registration::new(frame.ctx.source().cloned()));
+        reg.poll_stopped(cx)
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::task::futures::TaskLocalFuture;
 
 use crate::done::Registration;
+use crate::race;
 use crate::{Context, Error};
 
 tokio::task_local! {
@@ -73,8 +74,15 @@ impl Context {
     }
 
     /// Runs `fut` scoped to `self` and races it against cancellation: `Err` as soon as this
-    /// context is done (dropping `fut`), `Ok` with its output otherwise. Cancellation wins ties:
-    /// it is checked before every poll.
+    /// context is done (dropping `fut` at once), `Ok` with its output otherwise.
+    ///
+    /// # Fairness
+    ///
+    /// The cancellation is checked before every poll of `fut` and wins if it is visible then; a
+    /// poll of `fut` that completes wins over a cancellation that arrives during it. So when the
+    /// output and the cancellation arrive in the same wake-up, the cancellation wins. The same
+    /// rule holds for `#[cancellable]` fns, for the tower layers and everywhere else ctxkit races
+    /// a future against a context.
     ///
     /// ```
     /// use ctxkit::{Context, Error};
@@ -133,24 +141,8 @@ impl<F: Future> Future for Run<F> {
     type Output = Result<F::Output, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
-            panic!("`Run` polled after completion");
-        };
-        if this.reg.is_done() {
-            this.fut.set(None);
-            return Poll::Ready(Err(this.ctx.err().unwrap_or(Error::Canceled)));
-        }
-        if let Poll::Ready(v) = fut.poll(cx) {
-            this.fut.set(None);
-            return Poll::Ready(Ok(v));
-        }
-        if this.reg.poll_done(cx).is_ready() {
-            // Drop the in-flight future now, not whenever the caller drops us.
-            this.fut.set(None);
-            return Poll::Ready(Err(this.ctx.err().unwrap_or(Error::Canceled)));
-        }
-        Poll::Pending
+        let this = self.project();
+        race::poll_race(this.reg, this.fut, cx)
     }
 }
 

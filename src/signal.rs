@@ -20,11 +20,9 @@
 //! ```
 
 use std::fmt;
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
-use std::task::Poll;
+use std::future::poll_fn;
 
-use crate::{CancelCauseHandle, CancelHandle, Context, Done};
+use crate::{CancelHandle, Context};
 
 /// A signal that [`notify`] can listen for.
 ///
@@ -148,28 +146,22 @@ pub fn notify(parent: &Context, signals: &[Signal]) -> (Context, CancelHandle) {
     };
     // `by_signal` is the listener's; the caller's handle cancels the child below it, whose
     // cause is the parent's when a signal comes first.
-    let (heard, by_signal) = parent.with_cancel_cause();
+    let (heard, by_signal) = parent.with_cancel();
     let (ctx, stop) = heard.with_cancel();
     match listener {
         Ok(listener) => {
-            tokio::spawn(listen(listener, ctx.done(), by_signal));
+            tokio::spawn(listen(listener, ctx.clone(), by_signal));
         }
-        Err(e) => by_signal.cancel(e),
+        Err(e) => by_signal.cancel_with(e),
     }
     (ctx, stop)
 }
 
 /// Waits for a signal or for the context to be done, whichever comes first.
-async fn listen(mut listener: sys::Listener, mut done: Done, by_signal: CancelCauseHandle) {
-    let heard = poll_fn(|cx| {
-        if Pin::new(&mut done).poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        listener.poll_recv(cx)
-    })
-    .await;
-    if let Some(signal) = heard {
-        by_signal.cancel(SignalReceived(signal));
+async fn listen(mut listener: sys::Listener, ctx: Context, by_signal: CancelHandle) {
+    let heard = ctx.run(poll_fn(|cx| listener.poll_recv(cx))).await;
+    if let Ok(Some(signal)) = heard {
+        by_signal.cancel_with(SignalReceived(signal));
         listener.settle(signal).await;
     }
     // Dropping the listener here tells the default action that one listener fewer is left.

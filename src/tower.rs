@@ -197,27 +197,14 @@ where
             return Box::pin(async move { Ok(answer_done(grpc, err)) });
         }
         req.extensions_mut().insert(ctx.clone());
-        let inner = ctx.scope(self.inner.call(req));
+        // The handler runs with the request's context current; the race follows the crate's one
+        // fairness rule (`Context::run`).
+        let call = ctx.run(self.inner.call(req));
         Box::pin(async move {
-            let mut inner = std::pin::pin!(inner);
-            let mut done = ctx.done();
-            let outcome = std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = inner.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
-                }
-                match Pin::new(&mut done).poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
-                }
-            })
-            .await;
-            match outcome {
+            match call.await {
                 // The body keeps the request's context alive until it is sent or dropped.
-                Some(r) => r.map(|resp| resp.map(|b| ServerBody::inner(b, handle))),
-                None => {
-                    let err = ctx.err().unwrap_or(Error::Canceled);
-                    Ok(answer_done(grpc, err))
-                }
+                Ok(r) => r.map(|resp| resp.map(|b| ServerBody::inner(b, handle))),
+                Err(err) => Ok(answer_done(grpc, err)),
             }
         })
     }
@@ -387,23 +374,13 @@ where
             return Box::pin(async move { Err(err.into()) });
         }
         propagation::inject(&ctx, req.headers_mut());
-        let call = self.inner.call(req);
+        // Dropping the call when the context is done aborts it (hyper resets the stream).
+        let call = ctx.run(self.inner.call(req));
         Box::pin(async move {
-            let mut call = std::pin::pin!(call);
-            let mut done = ctx.done();
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = call.as_mut().poll(cx) {
-                    return Poll::Ready(r.map_err(Into::into));
-                }
-                match Pin::new(&mut done).poll(cx) {
-                    // Dropping the call aborts it (hyper resets the stream).
-                    Poll::Ready(()) => {
-                        Poll::Ready(Err(ctx.err().unwrap_or(Error::Canceled).into()))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            })
-            .await
+            match call.await {
+                Ok(r) => r.map_err(Into::into),
+                Err(err) => Err(err.into()),
+            }
         })
     }
 }

@@ -98,7 +98,7 @@ fn many_threads_cancelling_one_tree_wake_every_waiter_exactly_once() {
 fn concurrent_cancels_with_different_causes_agree_on_one_cause_everywhere() {
     bounded(|| {
         for _ in 0..scale(300) {
-            let (root, cancel) = Context::background().with_cancel_cause();
+            let (root, cancel) = Context::background().with_cancel();
             let mut kids = Vec::new();
             for _ in 0..8 {
                 kids.push(root.with_cancel());
@@ -111,7 +111,7 @@ fn concurrent_cancels_with_different_causes_agree_on_one_cause_everywhere() {
                     let (cancel, gate) = (cancel.clone(), gate.clone());
                     thread::spawn(move || {
                         gate.wait();
-                        cancel.cancel(std::io::Error::other(name));
+                        cancel.cancel_with(std::io::Error::other(name));
                     })
                 })
                 .collect();

@@ -116,7 +116,7 @@ fn a_million_cancelled_children_leave_no_trace() {
 fn children_behind_value_nodes_with_waiters_and_callbacks_leave_no_trace() {
     assert_no_growth(scale(100_000), |parent, i| {
         let v = parent.with_value::<RequestId>(i as u64);
-        let (child, handle) = v.with_cancel_cause();
+        let (child, handle) = v.with_cancel();
         let (grandchild, _h) = child.with_cancel();
         let mut done = grandchild.done();
         assert!(poll(&mut done).is_pending());
@@ -124,7 +124,7 @@ fn children_behind_value_nodes_with_waiters_and_callbacks_leave_no_trace() {
         assert!(stopped.stop());
         drop(done);
         if i % 2 == 0 {
-            handle.cancel(std::io::Error::other("x"));
+            handle.cancel_with(std::io::Error::other("x"));
         }
     });
 }

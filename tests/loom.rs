@@ -65,12 +65,12 @@ fn child_attached_while_the_parent_is_cancelled_ends_up_cancelled() {
 #[test]
 fn two_cancels_with_different_causes_agree_on_one_winner_everywhere() {
     loom::model(|| {
-        let (root, cancel) = Context::background().with_cancel_cause();
+        let (root, cancel) = Context::background().with_cancel();
         let (child, _h) = root.with_cancel();
         let cancel = loom::sync::Arc::new(cancel);
         let c2 = cancel.clone();
         let other = thread::spawn(move || c2.cancel(std::io::Error::other("b")));
-        cancel.cancel(std::io::Error::other("a"));
+        cancel.cancel_with(std::io::Error::other("a"));
         other.join().unwrap();
         let seen = causes(&[&root, &child]);
         assert!(seen[0] == "a" || seen[0] == "b");
@@ -83,11 +83,11 @@ fn two_cancels_with_different_causes_agree_on_one_winner_everywhere() {
 #[test]
 fn nested_cancels_racing_give_each_subtree_one_cause() {
     loom::model(|| {
-        let (root, cancel_root) = Context::background().with_cancel_cause();
-        let (child, cancel_child) = root.with_cancel_cause();
+        let (root, cancel_root) = Context::background().with_cancel();
+        let (child, cancel_child) = root.with_cancel();
         let (grandchild, _h) = child.with_cancel();
-        let t = thread::spawn(move || cancel_child.cancel(std::io::Error::other("child")));
-        cancel_root.cancel(std::io::Error::other("root"));
+        let t = thread::spawn(move || cancel_child.cancel_with(std::io::Error::other("child")));
+        cancel_root.cancel_with(std::io::Error::other("root"));
         t.join().unwrap();
         assert_eq!(causes(&[&root]), ["root"]);
         let seen = causes(&[&child, &grandchild]);

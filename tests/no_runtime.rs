@@ -22,7 +22,7 @@ fn every_operation_works_outside_a_runtime() {
     assert!(tokio::runtime::Handle::try_current().is_err());
     let root = Context::background().with_value::<RequestId>(1);
     let (c, cancel) = root.with_cancel();
-    let (cc, cause) = c.with_cancel_cause();
+    let (cc, cause) = c.with_cancel();
     let (t, _ht) = cc.with_timeout(Duration::from_secs(3600));
     let (d, _hd) = t.with_deadline(Instant::now() + Duration::from_secs(1800));
     let w = d.without_cancel();
@@ -32,7 +32,7 @@ fn every_operation_works_outside_a_runtime() {
     let inside = d.sync_scope(|| Context::current().value::<RequestId>().copied());
     assert_eq!(inside, Some(1));
     let _ = format!("{root:?}{c:?}{cc:?}{t:?}{d:?}{w:?}{todo:?}");
-    cause.cancel(std::io::Error::other("x"));
+    cause.cancel_with(std::io::Error::other("x"));
     cancel.cancel();
     assert_eq!(d.err(), Some(Error::Canceled));
     assert_eq!(d.cause().unwrap().to_string(), "x");

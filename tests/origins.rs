@@ -36,9 +36,9 @@ fn cancel_call_site_is_named_by_the_cause_and_the_context() {
 
 #[test]
 fn cause_handle_call_site_is_named_too() {
-    let (ctx, cancel) = Context::background().with_cancel_cause();
+    let (ctx, cancel) = Context::background().with_cancel();
     let line = line!() + 1;
-    cancel.cancel(std::io::Error::other("disk full"));
+    cancel.cancel_with(std::io::Error::other("disk full"));
     let cause = format!("{:?}", ctx.cause().unwrap());
     assert!(cause.contains("disk full"), "{cause}");
     assert!(cause.contains(&here(line)), "{cause}");

@@ -121,7 +121,7 @@ fn scoped_and_run_futures_are_send_and_static() {
     fn assert_send_sync<T: Send + Sync + 'static>() {}
     assert_send_sync::<Context>();
     assert_send_sync::<ctxkit::CancelHandle>();
-    assert_send_sync::<ctxkit::CancelCauseHandle>();
+    assert_send_sync::<ctxkit::CancelHandle>();
     assert_send_sync::<ctxkit::AfterFunc>();
     assert_send_sync::<ctxkit::Cause>();
 }

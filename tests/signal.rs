@@ -88,7 +88,7 @@ async fn hangup_and_quit_can_be_heard_too() {
 #[tokio::test]
 async fn the_handle_and_the_parent_cancel_it_without_any_signal() {
     let _turn = one_at_a_time().await;
-    let (parent, cancel_parent) = Context::background().with_cancel_cause();
+    let (parent, cancel_parent) = Context::background().with_cancel();
     let (by_stop, stop) = signal::notify(&parent, &[Signal::Interrupt]);
     let (by_parent, _stop) = signal::notify(&parent, &[Signal::Interrupt]);
 
@@ -97,7 +97,7 @@ async fn the_handle_and_the_parent_cancel_it_without_any_signal() {
     assert!(!by_stop.cause().unwrap().is::<SignalReceived>());
     assert!(!by_parent.is_done());
 
-    cancel_parent.cancel(std::io::Error::other("shutting down"));
+    cancel_parent.cancel_with(std::io::Error::other("shutting down"));
     assert_eq!(by_parent.cause().unwrap().to_string(), "shutting down");
 
     // A parent that is done already gives a context that is done already.

@@ -238,10 +238,10 @@ mod request {
     #[tokio::test(start_paused = true)]
     async fn a_hang_up_cancels_the_request_and_says_where_from() {
         let processor = Processor::default();
-        let (conn, hang_up) = Context::background().with_cancel_cause();
+        let (conn, hang_up) = Context::background().with_cancel();
         let client = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(60)).await;
-            hang_up.cancel(ClientHungUp);
+            hang_up.cancel_with(ClientHungUp);
         });
         let result = start_request(
             &conn,

@@ -167,7 +167,7 @@ fn dropping_the_handle_cancels() {
     let (ctx, handle) = Context::background().with_cancel();
     drop(handle);
     assert_eq!(ctx.err(), Some(Error::Canceled));
-    let (ctx, handle) = Context::background().with_cancel_cause();
+    let (ctx, handle) = Context::background().with_cancel();
     drop(handle);
     assert_eq!(ctx.err(), Some(Error::Canceled));
     assert_eq!(
@@ -261,10 +261,10 @@ fn err_some_implies_is_done() {
 
 #[test]
 fn first_cause_wins() {
-    let (ctx, cancel) = Context::background().with_cancel_cause();
+    let (ctx, cancel) = Context::background().with_cancel();
     let (child, _hc) = ctx.with_cancel();
-    cancel.cancel(Reason("first"));
-    cancel.cancel(Reason("second"));
+    cancel.cancel_with(Reason("first"));
+    cancel.cancel_with(Reason("second"));
     assert_eq!(reason(&ctx), Some("first"));
     assert_eq!(reason(&child), Some("first"));
     assert_eq!(ctx.err(), Some(Error::Canceled));
@@ -303,20 +303,20 @@ fn deadline_hit_reports_the_cause_argument() {
 #[test]
 fn cancel_cause_argument_is_ignored_once_the_deadline_hit() {
     let (ctx, _h) = Context::background().with_deadline_cause(Instant::now(), Reason("deadline"));
-    let (child, cancel_child) = ctx.with_cancel_cause();
-    cancel_child.cancel(Reason("late"));
+    let (child, cancel_child) = ctx.with_cancel();
+    cancel_child.cancel_with(Reason("late"));
     assert_eq!(reason(&child), Some("deadline"));
     assert_eq!(child.err(), Some(Error::DeadlineExceeded));
 }
 
 #[test]
 fn descendants_inherit_the_cause_of_the_ancestor_that_reached_them_first() {
-    let (root, cancel_root) = Context::background().with_cancel_cause();
-    let (mid, cancel_mid) = root.with_cancel_cause();
+    let (root, cancel_root) = Context::background().with_cancel();
+    let (mid, cancel_mid) = root.with_cancel();
     let (under_mid, _h1) = mid.with_value::<RequestId>(1).with_cancel();
     let (other, _h2) = root.with_cancel();
-    cancel_mid.cancel(Reason("mid"));
-    cancel_root.cancel(Reason("root"));
+    cancel_mid.cancel_with(Reason("mid"));
+    cancel_root.cancel_with(Reason("root"));
     assert_eq!(reason(&mid), Some("mid"));
     assert_eq!(reason(&under_mid), Some("mid"));
     assert_eq!(reason(&root), Some("root"));
@@ -325,8 +325,8 @@ fn descendants_inherit_the_cause_of_the_ancestor_that_reached_them_first() {
 
 #[test]
 fn child_of_a_cancelled_parent_is_born_cancelled_with_the_parents_cause() {
-    let (parent, cancel) = Context::background().with_cancel_cause();
-    cancel.cancel(Reason("gone"));
+    let (parent, cancel) = Context::background().with_cancel();
+    cancel.cancel_with(Reason("gone"));
     let (child, _h) = parent.with_value::<RequestId>(1).with_cancel();
     assert_eq!(child.err(), Some(Error::Canceled));
     assert_eq!(reason(&child), Some("gone"));
