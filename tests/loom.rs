@@ -69,7 +69,7 @@ fn two_cancels_with_different_causes_agree_on_one_winner_everywhere() {
         let (child, _h) = root.with_cancel();
         let cancel = loom::sync::Arc::new(cancel);
         let c2 = cancel.clone();
-        let other = thread::spawn(move || c2.cancel(std::io::Error::other("b")));
+        let other = thread::spawn(move || c2.cancel_with(std::io::Error::other("b")));
         cancel.cancel_with(std::io::Error::other("a"));
         other.join().unwrap();
         let seen = causes(&[&root, &child]);
