@@ -323,7 +323,7 @@ impl fmt::Debug for Accept {
 ///
 /// Headers already present are replaced; nothing else is touched. Values of keys that do not
 /// travel never leave the process. See the [module documentation](self) for an example.
-pub fn inject(ctx: &Context, headers: &mut HeaderMap) {
+pub fn inject(ctx: &Context, headers: &mut HeaderMap) -> Result<(), PropagationError> {
     if let Some(at) = ctx.deadline() {
         let budget = at.saturating_duration_since(Instant::now());
         headers.insert(
@@ -368,6 +368,7 @@ pub fn inject(ctx: &Context, headers: &mut HeaderMap) {
         }
         cur = n.parent.as_deref();
     }
+    Ok(())
 }
 
 /// Builds a request's context from its headers: a cancellable child of `parent` (a server's root
