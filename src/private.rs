@@ -29,7 +29,9 @@ use crate::done::Registration;
 use crate::race::{self, Watch};
 use crate::scope::Scoped;
 
-pub use crate::{BoxError, Context, ContextKey, DisplayFromStr, Error, KeyCodec};
+#[cfg(feature = "propagation")]
+pub use crate::propagation::{DisplayFromStr, KeyCodec};
+pub use crate::{BoxError, Context, ContextKey, Error};
 pub use ::core::clone::Clone;
 pub use ::core::mem::drop;
 pub use ::core::option::Option;

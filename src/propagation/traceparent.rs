@@ -4,8 +4,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use http::HeaderValue;
-
 use super::{PropagationError, TraceState};
 use crate::ContextKey;
 
@@ -106,12 +104,14 @@ impl TraceParent {
         self.flags & Self::RANDOM != 0
     }
 
-    /// Parses a header value (see the type's documentation for the rules).
-    pub fn decode(value: &HeaderValue) -> Result<TraceParent, PropagationError> {
+    /// [`TraceParent::decode_bytes`] on a header value.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn decode(value: &http::HeaderValue) -> Result<TraceParent, PropagationError> {
         Self::decode_bytes(value.as_bytes())
     }
 
-    /// [`TraceParent::decode`] on raw bytes.
+    /// Parses a `traceparent` value (see the type's documentation for the rules).
     pub fn decode_bytes(s: &[u8]) -> Result<TraceParent, PropagationError> {
         let bad = |reason| Err(PropagationError::traceparent(s, reason));
         if s.len() > MAX_TRACEPARENT_BYTES {
@@ -162,8 +162,11 @@ impl TraceParent {
     }
 
     /// The header value (always valid).
-    pub fn to_header_value(&self) -> HeaderValue {
-        HeaderValue::try_from(self.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn to_header_value(&self) -> http::HeaderValue {
+        http::HeaderValue::try_from(self.to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static(""))
     }
 }
 
@@ -422,6 +425,7 @@ mod tests {
         ] {
             let tp = parse(newer).unwrap();
             assert_eq!(tp.to_string(), VALID, "{newer}");
+            #[cfg(feature = "http")]
             assert_eq!(tp.to_header_value(), VALID, "{newer}");
             assert_eq!(parse(&tp.to_string()).unwrap(), tp, "{newer}");
         }
