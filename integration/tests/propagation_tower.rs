@@ -531,3 +531,48 @@ async fn a_cancelled_grpc_call_is_status_1_naming_the_cause() {
     );
     assert_eq!(dropped.recv().await, Some("dropped"));
 }
+
+/// Another key on `x-request-id`.
+struct OtherId;
+impl ContextKey for OtherId {
+    type Value = u64;
+    const HEADER: Option<&'static str> = Some("x-request-id");
+    fn encode(v: &u64) -> Option<String> {
+        Some(v.to_string())
+    }
+    fn decode(s: &str) -> Result<u64, BoxError> {
+        Ok(s.parse()?)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_context_that_cannot_be_sent_fails_the_call_before_anything_is_sent() {
+    let (t, calls, _rx) = transport(Duration::ZERO);
+    let client = ClientLayer::new().layer(t);
+    let ctx = Context::background()
+        .with_value::<RequestId>(1)
+        .with_value::<OtherId>(2);
+    let err = ctx
+        .scope(client.clone().oneshot(Request::new(())))
+        .await
+        .unwrap_err();
+    let err = err
+        .downcast_ref::<ctxkit::propagation::PropagationError>()
+        .expect("a PropagationError");
+    assert!(
+        matches!(
+            err,
+            ctxkit::propagation::PropagationError::KeyConflict {
+                header: "x-request-id",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Over gRPC: status 13 naming it.
+    let resp = ctx.scope(client.oneshot(grpc_request())).await.unwrap();
+    assert_eq!(resp.headers()["grpc-status"], "13");
+    let message = resp.headers()["grpc-message"].to_str().unwrap();
+    assert!(message.contains("x-request-id"), "{message}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
