@@ -367,7 +367,7 @@ pub struct ServerBody<B> {
     handle: Option<CancelHandle>,
 }
 
-#[pin_project(project = BodyKindProj)]
+#[pin_project(project = BodyKindProj, project_ref = BodyKindRef)]
 enum BodyKind<B> {
     Inner(#[pin] B),
     Message(Option<Bytes>),
@@ -392,6 +392,7 @@ impl<B> ServerBody<B> {
 #[pinned_drop]
 impl<B> PinnedDrop for ServerBody<B> {
     fn drop(self: Pin<&mut Self>) {
+        // Still holding the handle: the body was dropped before its end was sent.
         if let Some(handle) = self.project().handle.take() {
             handle.cancel_with(ClientWentAway);
         }
@@ -419,18 +420,25 @@ where
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let polled = match this.kind.project() {
+        let mut this = self.project();
+        let polled = match this.kind.as_mut().project() {
             BodyKindProj::Inner(b) => b.poll_frame(cx),
             BodyKindProj::Message(m) => {
                 Poll::Ready(m.take().map(|b| Ok(http_body::Frame::data(b))))
             }
         };
-        if let Poll::Ready(None) = polled {
-            // Fully sent: the request is over, cancel its context (and what runs under it).
-            if let Some(h) = this.handle.take() {
-                h.cancel();
-            }
+        // Its last frame sent (a server need not poll again to see `None`), or failed: the
+        // request is over; cancel its context (and what runs under it).
+        let over = match &polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => match this.kind.as_ref().project_ref() {
+                BodyKindRef::Inner(b) => b.is_end_stream(),
+                BodyKindRef::Message(m) => m.is_none(),
+            },
+            Poll::Pending => false,
+        };
+        if over && let Some(h) = this.handle.take() {
+            h.cancel();
         }
         polled
     }

@@ -337,3 +337,34 @@ async fn after_a_hang_up_the_handlers_drop_guard_sees_the_client_went_away() {
     assert_eq!(cause.as_deref(), Some("the client went away"));
     assert!(typed, "the cause is a ClientWentAway");
 }
+
+#[tokio::test]
+async fn a_request_that_ends_normally_ends_its_context_without_blaming_the_client() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handler = move |Ctx(ctx): Ctx| {
+        let tx = tx.clone();
+        async move {
+            tokio::spawn(async move {
+                ctx.done().await;
+                let cause = ctx.cause().unwrap();
+                let _ = tx.send((ctx.err(), cause.downcast_ref::<ClientWentAway>().is_some()));
+            });
+            "hello"
+        }
+    };
+    let app = Router::new()
+        .route("/", get(handler))
+        .layer(layer(Context::background()));
+    let addr = serve(app).await;
+    let (status, body) = get_text(addr, &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "hello"));
+    let (err, client_blamed) = tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(err, Some(Error::Canceled));
+    assert!(
+        !client_blamed,
+        "the request ended; the client did not go away"
+    );
+}
