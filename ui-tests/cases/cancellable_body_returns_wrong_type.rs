@@ -1,9 +1,9 @@
 use ctxkit::cancellable;
 
 #[cancellable]
-async fn count() -> u32 {
+async fn count() -> Result<u32, ctxkit::Error> {
     tokio::task::yield_now().await;
-    "three"
+    Ok("three")
 }
 
 fn main() {
