@@ -177,3 +177,21 @@ impl Watch for CallWatch<'_, '_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without a feature that reports awaits, an await carries what it did before there was one:
+    /// its frame and its future.
+    #[test]
+    #[cfg(not(feature = "testing"))]
+    fn an_await_carries_nothing_more_without_the_testing_feature() {
+        use std::future::Ready;
+        assert_eq!(size_of::<AwaitSite>(), 0);
+        assert_eq!(
+            size_of::<AwaitPoint<'static, Ready<u64>>>(),
+            size_of::<&CallFrame>() + size_of::<Ready<u64>>()
+        );
+    }
+}

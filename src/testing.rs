@@ -16,6 +16,55 @@
 //! Without the feature the expansion of `#[cancellable]` is the same and its awaits do no extra
 //! work; with it, each call looks up once whether a test is watching it, and each await reports
 //! its first poll.
+//!
+//! # Finding a cut message
+//!
+//! `write_all` is not cancel-safe: dropped while the peer is slow to read, it leaves part of the
+//! message on the wire. A message protocol's invariant is "the peer sees whole messages or
+//! nothing":
+//!
+//! ```
+//! use ctxkit::testing::cancel_at_every_await;
+//! use ctxkit::{Context, cancellable};
+//! use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+//!
+//! #[cancellable]
+//! async fn send<W: AsyncWrite + Unpin>(out: &mut W, message: &[u8]) -> std::io::Result<()> {
+//!     out.write_all(message).await?;
+//!     out.flush().await
+//! }
+//!
+//! /// Sends a 128-byte message through a 48-byte pipe; returns what the peer received.
+//! async fn received(_ctx: Context) -> Vec<u8> {
+//!     let (mut tx, mut rx) = tokio::io::duplex(48);
+//!     let peer = tokio::spawn(async move {
+//!         let mut received = Vec::new();
+//!         rx.read_to_end(&mut received).await.map(|_| received)
+//!     });
+//!     let _ = send(&mut tx, &[7; 128]).await;
+//!     drop(tx);
+//!     peer.await.unwrap().unwrap()
+//! }
+//!
+//! fn whole_or_nothing(received: Vec<u8>) {
+//!     let n = received.len();
+//!     assert!(n == 0 || n == 128, "the peer received {n} of 128 bytes");
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let test = tokio::spawn(cancel_at_every_await(received, whole_or_nothing));
+//! let panic = test.await.unwrap_err().into_panic();
+//! let report = panic.downcast_ref::<String>().unwrap();
+//! // "cancel_at_every_await: cancelled at await 1 of 2, src/lib.rs:9:28 (the awaited future was
+//! // in flight and was dropped): the peer received 48 of 128 bytes"
+//! assert!(report.contains("cancelled at await 1 of 2"), "{report}");
+//! assert!(report.contains("received 48 of 128 bytes"), "{report}");
+//! # }
+//! ```
+//!
+//! With the write shielded, `#[shield(timeout = "2s")] out.write_all(message).await?;`, the same
+//! test passes: cancelled during the write, the call finishes it and stops at the flush.
 
 use std::any::Any;
 use std::fmt;

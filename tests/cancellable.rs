@@ -431,3 +431,63 @@ async fn a_cancellation_wakes_a_call_parked_on_a_future_that_never_wakes() {
     assert_eq!(result.expect("woken").unwrap(), Err(Error::Canceled));
     assert!(flag.load(Ordering::SeqCst));
 }
+
+/// The context parameter cannot be rebound (a compile error, `ui-tests`); these are the ways the
+/// error message points to, and they do apply the shorter deadline.
+#[tokio::test(start_paused = true)]
+async fn a_derived_deadline_applies_through_a_nested_fn_or_run() {
+    #[cancellable]
+    async fn slow_part(ctx: &Context) -> Result<(), Error> {
+        let _ = ctx;
+        sleep(Duration::from_millis(700)).await;
+        Ok(())
+    }
+    #[cancellable]
+    async fn through_a_nested_fn(ctx: &Context) -> Result<(), Error> {
+        let (child, _cancel) = ctx.with_timeout(Duration::from_millis(100));
+        slow_part(&child).await
+    }
+    #[cancellable]
+    async fn through_run(ctx: &Context) -> Result<(), Error> {
+        let (child, _cancel) = ctx.with_timeout(Duration::from_millis(100));
+        child.run(sleep(Duration::from_millis(700))).await?;
+        Ok(())
+    }
+    let ctx = Context::background();
+    let start = Instant::now();
+    assert_eq!(
+        through_a_nested_fn(&ctx).await,
+        Err(Error::DeadlineExceeded)
+    );
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    let start = Instant::now();
+    assert_eq!(through_run(&ctx).await, Err(Error::DeadlineExceeded));
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_locals_drop_sees_the_call_cancelled_and_its_context_current() {
+    struct Guard<'a>(&'a std::sync::Mutex<Option<(Option<Error>, bool)>>, Context);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            let current = Context::current();
+            *self.0.lock().unwrap() = Some((current.err(), current.same(&self.1)));
+        }
+    }
+    #[cancellable]
+    async fn guarded(
+        ctx: &Context,
+        seen: &std::sync::Mutex<Option<(Option<Error>, bool)>>,
+    ) -> Result<(), Error> {
+        let _guard = Guard(seen, ctx.clone());
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+    let seen = std::sync::Mutex::new(None);
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(10));
+    assert_eq!(guarded(&ctx, &seen).await, Err(Error::DeadlineExceeded));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some((Some(Error::DeadlineExceeded), true))
+    );
+}

@@ -40,25 +40,26 @@ pub(crate) fn body(stmts: &mut Vec<Stmt>, names: &Names, errors: &mut Errors) {
 
 /// Removes every `#[shield]` / `#[shield(..)]` from tokens that are emitted without the rewrite
 /// (a body that does not parse, or a fn the macro cannot expand), so that rustc does not add
-/// "cannot find attribute `shield`" to the error that matters.
+/// "cannot find attribute `shield`" to the error that matters. Groups without a shield are kept
+/// as they came: rebuilding one would lose the exact spans of its delimiters, and rustc would
+/// report a syntax error in it twice (once on the user's tokens, once on the rebuilt ones).
 pub(crate) fn strip_shields(tokens: TokenStream) -> TokenStream {
+    if !has_shield(&tokens) {
+        return tokens;
+    }
     let mut out = Vec::new();
     let mut iter = tokens.into_iter().peekable();
     while let Some(tt) = iter.next() {
         match tt {
             TokenTree::Punct(p) if p.as_char() == '#' => {
-                if let Some(TokenTree::Group(g)) = iter.peek()
-                    && g.delimiter() == proc_macro2::Delimiter::Bracket
-                    && matches!(g.stream().into_iter().next(), Some(TokenTree::Ident(i)) if i == "shield")
-                {
+                if iter.peek().is_some_and(is_shield_attr) {
                     iter.next();
                     continue;
                 }
                 out.push(TokenTree::Punct(p));
             }
-            TokenTree::Group(g) => {
-                let mut stripped =
-                    proc_macro2::Group::new(g.delimiter(), strip_shields(g.stream()));
+            TokenTree::Group(g) if has_shield(&g.stream()) => {
+                let mut stripped = proc_macro2::Group::new(g.delimiter(), strip_shields(g.stream()));
                 stripped.set_span(g.span());
                 out.push(TokenTree::Group(stripped));
             }
@@ -66,6 +67,23 @@ pub(crate) fn strip_shields(tokens: TokenStream) -> TokenStream {
         }
     }
     out.into_iter().collect()
+}
+
+/// `[shield]` or `[shield(..)]`, after a `#`.
+fn is_shield_attr(tt: &TokenTree) -> bool {
+    matches!(tt, TokenTree::Group(g)
+        if g.delimiter() == proc_macro2::Delimiter::Bracket
+            && matches!(g.stream().into_iter().next(), Some(TokenTree::Ident(i)) if i == "shield"))
+}
+
+fn has_shield(tokens: &TokenStream) -> bool {
+    let mut after_hash = false;
+    tokens.clone().into_iter().any(|tt| {
+        let found = (after_hash && is_shield_attr(&tt))
+            || matches!(&tt, TokenTree::Group(g) if has_shield(&g.stream()));
+        after_hash = matches!(&tt, TokenTree::Punct(p) if p.as_char() == '#');
+        found
+    })
 }
 
 struct Rewriter<'a> {
