@@ -59,9 +59,9 @@ pub struct AwaitPoint<'a, F> {
     fut: F,
 }
 
-/// Wraps the awaited expression (anything `IntoFuture`, as `.await` accepts). The opaque return
-/// type keeps a non-future to one error ("`T` is not a future", on the user's expression)
-/// instead of a second one on `.await`.
+/// Wraps the awaited expression (anything `IntoFuture`, as `.await` accepts). The return type is
+/// opaque so that awaiting a non-future is reported as rustc's "`T` is not a future" on the
+/// user's expression, not as a missing impl on a type of ours.
 #[cfg_attr(feature = "testing", track_caller)]
 #[inline]
 pub fn await_point<I: IntoFuture>(frame: &CallFrame, fut: I) -> impl Future<Output = I::Output> {

@@ -3,7 +3,7 @@ use ctxkit::cancellable;
 #[cancellable]
 async fn count() -> Result<u32, ctxkit::Error> {
     tokio::task::yield_now().await;
-    Ok("three")
+    "three"
 }
 
 fn main() {

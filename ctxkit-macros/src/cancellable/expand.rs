@@ -114,7 +114,7 @@ pub(crate) fn item(mut item: FnItem, args: &FnArgs, errors: &mut Errors) -> Toke
 /// checked (so `?` and `return` infer), and makes type errors in the body point at the user's
 /// return type. `impl Trait` in it becomes `_`.
 fn fake_return(output: &Output) -> TokenStream {
-    let span = syn::spanned::Spanned::span(&output.ty);
+    let span = output.type_span;
     let ty = output.nameable();
     let fake = syn::Ident::new("__ctxkit_fake_return", Span::mixed_site().located_at(span));
     quote_spanned! {span=>

@@ -59,7 +59,8 @@ pub(crate) fn strip_shields(tokens: TokenStream) -> TokenStream {
                 out.push(TokenTree::Punct(p));
             }
             TokenTree::Group(g) if has_shield(&g.stream()) => {
-                let mut stripped = proc_macro2::Group::new(g.delimiter(), strip_shields(g.stream()));
+                let mut stripped =
+                    proc_macro2::Group::new(g.delimiter(), strip_shields(g.stream()));
                 stripped.set_span(g.span());
                 out.push(TokenTree::Group(stripped));
             }

@@ -34,6 +34,8 @@ pub(crate) struct Output {
     /// Where a bound the return type misses is reported (first and last token): on `E` of a
     /// visible `X<T, E>` (the usual miss is `From<ctxkit::Error>`), else on the whole type.
     pub(crate) bound_spans: (Span, Span),
+    /// Where the type starts: the never-taken return of it is spanned there.
+    pub(crate) type_span: Span,
 }
 
 impl Output {
@@ -212,6 +214,7 @@ pub(crate) fn output(sig: &Signature, errors: &mut Errors) -> Option<Output> {
     Some(Output {
         ty: ty.clone(),
         bound_spans,
+        type_span: span_range(ty).0,
     })
 }
 
