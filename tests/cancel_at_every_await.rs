@@ -255,7 +255,6 @@ mod cancellable_request;
 #[tokio::test(start_paused = true)]
 async fn the_talks_server_is_cancel_safe_at_every_await() {
     use cancellable_request::{Event, Payload, Processor, RequestId, ServerError};
-    use ctxkit::ContextKey;
 
     let event = Event {
         request_id: "c66e30e7-5a91-435c-bf18-e63469d472b3",

@@ -97,6 +97,7 @@ async fn trait_methods_and_their_impls() {
 }
 
 #[cancellable]
+#[allow(clippy::needless_lifetimes)] // the lifetime is what this form is about
 async fn describe<'a, T, U: Display>(
     items: &'a [T],
     label: impl AsRef<str>,

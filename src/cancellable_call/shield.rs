@@ -72,7 +72,7 @@ pub struct ShieldedAwait<'a, F> {
 }
 
 /// Wraps the awaited expression of a shielded statement (opaque for the same reason as
-/// [`await_point`](super::await_point)).
+/// `await_point`).
 #[cfg_attr(feature = "testing", track_caller)]
 #[inline]
 pub fn shielded<'a, I: IntoFuture>(
