@@ -1,8 +1,8 @@
 //! A `#[cancellable]` call at run time: the futures the macro's expansion awaits.
 //!
 //! A call keeps one [`CallFrame`] on its stack (its context, its shields) and runs its body as a
-//! [`CallBody`]; each `.await` of the body goes through an [`AwaitPoint`], each `.await` of a
-//! `#[shield]` statement through a [`ShieldedAwait`]. The protocol between them:
+//! [`CallBody`]; each `.await` of the body goes through an [`AwaitPoint`](await_point::AwaitPoint), each `.await` of a
+//! `#[shield]` statement through a [`ShieldedAwait`](shield::ShieldedAwait). The protocol between them:
 //!
 //! - An `AwaitPoint` answers `Pending` *without polling* its future once the context is done, and
 //!   registers nothing: one atomic load per await.
@@ -39,8 +39,8 @@ use crate::scope::Scoped;
 use crate::{CancelHandle, Context, Done, Error};
 
 pub(crate) use await_point::AwaitSite;
-pub use await_point::{AwaitPoint, await_point};
-pub use shield::{ShieldGuard, ShieldedAwait, shielded};
+pub use await_point::await_point;
+pub use shield::{ShieldGuard, shielded};
 pub use signature::{AsContext, CancelError, CancelResult, cancelled, context_of};
 
 /// One call's state: the context it runs under (with its timeout child, if any) and its
@@ -181,6 +181,7 @@ impl Watch for CallWatch<'_, '_> {
 // Without a feature that reports awaits, an await carries what it did before there was one.
 #[cfg(all(test, not(feature = "testing")))]
 mod tests {
+    use super::await_point::AwaitPoint;
     use super::*;
 
     /// An await holds its frame and its future, nothing more.

@@ -52,7 +52,7 @@ impl AwaitSite {
 /// done (the enclosing [`CallBody`](super::CallBody) then ends the call in the same poll).
 #[pin_project]
 #[must_use = "futures do nothing unless polled"]
-pub struct AwaitPoint<'a, F> {
+pub(crate) struct AwaitPoint<'a, F> {
     frame: &'a CallFrame,
     site: AwaitSite,
     #[pin]

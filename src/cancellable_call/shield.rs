@@ -62,7 +62,7 @@ impl fmt::Debug for ShieldGuard<'_> {
 /// under a bounded shield, stops at the shield's deadline.
 #[pin_project]
 #[must_use = "futures do nothing unless polled"]
-pub struct ShieldedAwait<'a, F> {
+pub(crate) struct ShieldedAwait<'a, F> {
     guard: &'a ShieldGuard<'a>,
     /// The shield's deadline (never resolves for an unbounded shield).
     deadline: Done,
