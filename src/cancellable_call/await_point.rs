@@ -12,6 +12,10 @@ use super::CallFrame;
 /// What an await knows about itself for the features that report awaits (`testing`: which
 /// await a cancel-safety test cancelled at): its place in the user's code and whether it was
 /// polled before. Zero-sized, and every method empty, without them.
+///
+/// A feature that shows where a suspended call waits (a live request tree) joins the `cfg`s
+/// here and, in [`AwaitSite::polled`], stores `location` in the frame when the await is pending:
+/// the macro's expansion does not change, and builds without the feature still pay nothing.
 pub(crate) struct AwaitSite {
     #[cfg(feature = "testing")]
     location: &'static std::panic::Location<'static>,
