@@ -94,6 +94,7 @@ mod after;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
+mod cancellable_call;
 mod checkpoint;
 mod context;
 mod done;
@@ -111,6 +112,9 @@ mod scope;
 #[cfg(not(loom))]
 pub mod signal;
 mod sync;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 mod timer;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
