@@ -278,6 +278,7 @@ impl Context {
                 meta: const {
                     &KeyMeta {
                         name: std::any::type_name::<K>,
+                        #[cfg(feature = "propagation")]
                         travel: crate::key::travel::<K>,
                     }
                 },

@@ -1,9 +1,6 @@
 //! Typed context keys.
 
-use std::any::Any;
 use std::error::Error as StdError;
-use std::fmt;
-use std::str::FromStr;
 
 /// A type that names a request-scoped value: the key is the type, so two keys can never collide
 /// and a value can never be read as the wrong type.
@@ -29,42 +26,24 @@ use std::str::FromStr;
 /// # Travelling keys
 ///
 /// A value never leaves the process unless its key opts in by naming a header in
-/// [`ContextKey::HEADER`] and giving the value a text form ([`ContextKey::encode`] and
-/// [`ContextKey::decode`]); the derive does this with `#[context_key(header = "x-request-id")]`,
-/// using `Display` and `FromStr` (or `codec = path` for a [`KeyCodec`]). By hand, [`DisplayFromStr`]
-/// does the same:
-///
-/// ```
-/// use ctxkit::{BoxError, ContextKey, DisplayFromStr, KeyCodec};
-///
-/// struct RequestId;
-/// impl ContextKey for RequestId {
-///     type Value = u64;
-///     const HEADER: Option<&'static str> = Some("x-request-id");
-///     fn encode(value: &u64) -> Option<String> {
-///         Some(DisplayFromStr::encode(value))
-///     }
-///     fn decode(text: &str) -> Result<u64, BoxError> {
-///         DisplayFromStr::decode(text)
-///     }
-/// }
-///
-/// assert_eq!(RequestId::encode(&42).as_deref(), Some("42"));
-/// assert_eq!(RequestId::decode("42").unwrap(), 42);
-/// assert!(RequestId::decode("forty-two").is_err());
-/// ```
-///
-/// Which travelling keys a server decodes is its own choice: see `propagation::Accept` (feature
-/// `http`).
+/// `ContextKey::HEADER` and giving the value a text form (`encode`, `decode`): with the
+/// `propagation` feature (which `http` enables), the derive does this with
+/// `#[context_key(header = "x-request-id")]`. See `ctxkit::propagation` for how values travel,
+/// and `propagation::Accept` for which ones a receiver decodes. Without the feature these items
+/// do not exist: the core knows no wire format.
 pub trait ContextKey: 'static {
     /// The type of the value stored under this key.
     type Value: Send + Sync + 'static;
 
     /// The header this key's value travels in between processes (lower case, e.g.
     /// `"x-request-id"`), or `None` (the default): the value never leaves the process.
+    #[cfg(feature = "propagation")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "propagation")))]
     const HEADER: Option<&'static str> = None;
 
     /// The value's text form on the wire; `None` (the default) sends nothing.
+    #[cfg(feature = "propagation")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "propagation")))]
     fn encode(value: &Self::Value) -> Option<String> {
         let _ = value;
         None
@@ -72,72 +51,28 @@ pub trait ContextKey: 'static {
 
     /// Reads a value from its text form. The default rejects everything (the key does not
     /// travel).
+    #[cfg(feature = "propagation")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "propagation")))]
     fn decode(text: &str) -> Result<Self::Value, BoxError> {
         let _ = text;
         Err(format!("{} does not travel", std::any::type_name::<Self>()).into())
     }
 }
 
-/// The error type of [`ContextKey::decode`] and [`KeyCodec::decode`].
+/// A boxed error: what a travelling key's decoder and the tower layers fail with.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
-
-/// A text codec for a travelling key's value, for values whose `Display`/`FromStr` are not the
-/// wire form (`#[context_key(header = "…", codec = MyCodec)]`).
-///
-/// ```
-/// use ctxkit::{BoxError, KeyCodec};
-///
-/// /// Hex on the wire.
-/// struct Hex;
-/// impl KeyCodec<u32> for Hex {
-///     fn encode(v: &u32) -> String {
-///         format!("{v:x}")
-///     }
-///     fn decode(text: &str) -> Result<u32, BoxError> {
-///         Ok(u32::from_str_radix(text, 16)?)
-///     }
-/// }
-///
-/// assert_eq!(Hex::encode(&255), "ff");
-/// assert_eq!(Hex::decode("ff").unwrap(), 255);
-/// ```
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a text codec for `{T}`",
-    label = "cannot encode/decode `{T}` for a header",
-    note = "the default codec (`DisplayFromStr`) needs `{T}: Display + FromStr` whose `FromStr::Err` converts into `BoxError`; or name a type implementing `KeyCodec<{T}>` with `codec = path`"
-)]
-pub trait KeyCodec<T> {
-    /// The text form of `value`.
-    fn encode(value: &T) -> String;
-    /// Reads a value back from [`KeyCodec::encode`]'s text.
-    fn decode(text: &str) -> Result<T, BoxError>;
-}
-
-/// The default [`KeyCodec`]: `Display` to encode, `FromStr` to decode.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DisplayFromStr;
-
-impl<T> KeyCodec<T> for DisplayFromStr
-where
-    T: fmt::Display + FromStr,
-    T::Err: Into<BoxError>,
-{
-    fn encode(value: &T) -> String {
-        value.to_string()
-    }
-    fn decode(text: &str) -> Result<T, BoxError> {
-        text.parse::<T>().map_err(Into::into)
-    }
-}
 
 /// The type-erased encoder a value node keeps, so the propagation code can walk a context chain
 /// and write every travelling value without knowing the key types: `None` for a key that does not
 /// travel, else its header and the value's text (`None` when its encoder declines).
-pub(crate) type TravelFn = fn(&(dyn Any + Send + Sync)) -> Option<(&'static str, Option<String>)>;
+#[cfg(feature = "propagation")]
+pub(crate) type TravelFn =
+    fn(&(dyn std::any::Any + Send + Sync)) -> Option<(&'static str, Option<String>)>;
 
 /// [`TravelFn`] for key `K`.
+#[cfg(feature = "propagation")]
 pub(crate) fn travel<K: ContextKey>(
-    value: &(dyn Any + Send + Sync),
+    value: &(dyn std::any::Any + Send + Sync),
 ) -> Option<(&'static str, Option<String>)> {
     let header = K::HEADER?;
     Some((header, value.downcast_ref::<K::Value>().and_then(K::encode)))

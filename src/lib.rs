@@ -103,8 +103,8 @@ mod group;
 mod handle;
 mod key;
 mod node;
-#[cfg(feature = "http")]
-#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+#[cfg(feature = "propagation")]
+#[cfg_attr(docsrs, doc(cfg(feature = "propagation")))]
 pub mod propagation;
 mod race;
 mod scope;
@@ -119,6 +119,7 @@ mod timer;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
+mod values;
 
 pub use after::AfterFunc;
 pub use checkpoint::checkpoint;
@@ -127,7 +128,7 @@ pub use done::Done;
 pub use error::{Cause, Error};
 pub use group::{Group, TaskFailed};
 pub use handle::CancelHandle;
-pub use key::{BoxError, ContextKey, DisplayFromStr, KeyCodec};
+pub use key::{BoxError, ContextKey};
 pub use scope::{Run, Scoped, spawn};
 /// Deadlines are tokio's instants, so they follow tokio's (pausable) clock.
 pub use tokio::time::Instant;

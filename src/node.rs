@@ -92,7 +92,7 @@ pub(crate) struct ValueSlot {
 pub(crate) struct KeyMeta {
     pub(crate) name: fn() -> &'static str,
     /// Encodes the value for a header if its key travels (`ContextKey::HEADER`).
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    #[cfg(feature = "propagation")]
     pub(crate) travel: crate::key::TravelFn,
 }
 

@@ -8,4 +8,6 @@ pub use crate::cancellable_call::{
     context_of, shielded,
 };
 pub use crate::key::CurrentValue;
-pub use crate::{BoxError, Context, ContextKey, DisplayFromStr, KeyCodec};
+#[cfg(feature = "propagation")]
+pub use crate::propagation::{DisplayFromStr, KeyCodec};
+pub use crate::{BoxError, Context, ContextKey};

@@ -4,41 +4,112 @@
 //!   context built by [`extract`](crate::propagation::extract) from the request's headers
 //!   (deadline, trace, baggage, accepted travelling keys). The context is current while the
 //!   handler's future runs and is in the request's extensions. It is cancelled when the request
-//!   ends, when the client goes away (the server drops the future or the response body), and when
-//!   the root is cancelled (shutdown). A passed deadline is answered with HTTP 504 (gRPC status 4,
-//!   `DEADLINE_EXCEEDED`), a malformed header with HTTP 400 (gRPC status 13, `INTERNAL`) naming
-//!   it.
+//!   ends, when the client goes away (the server drops the future or the response body: the
+//!   cause is then [`ClientWentAway`], already set when the handler's future is dropped), and
+//!   when the root is cancelled (shutdown). A passed deadline is answered with HTTP 504 (gRPC
+//!   status 4, `DEADLINE_EXCEEDED`), a shutdown with HTTP 503 (gRPC 14, `UNAVAILABLE`), a
+//!   malformed header with HTTP 400 (gRPC 13, `INTERNAL`) naming it.
 //! - [`ClientLayer`]: writes the current context into each request
-//!   ([`inject`](crate::propagation::inject)), fails at once with the context's [`Error`] when it
-//!   is already done (sending nothing), and drops the call (so the connection resets the stream)
-//!   when the context is done before the response arrives.
+//!   ([`inject`](crate::propagation::inject)), fails at once when the context is already done
+//!   (sending nothing), and drops the call (so the connection resets the stream) when the
+//!   context is done before the response arrives. A call that fails because its context ended
+//!   fails with the context's error: for gRPC as a status a gRPC client reads like any server's
+//!   (4 `DEADLINE_EXCEEDED`, 1 `CANCELLED`), for HTTP as a boxed [`Error`].
 //!
-//! Under axum, `ctxkit::axum::Ctx` (feature `axum`) extracts the request's context. Under
-//! tonic, put `ServerLayer` in front of `tonic::service::Routes` and serve them with hyper:
-//! `tonic::transport::Server` runs its own `grpc-timeout` timer outside every layer, racing this
-//! layer's, and when it wins answers a passed deadline with `CANCELLED`, not `DEADLINE_EXCEEDED`.
+//! Both races (the handler against the request's context, the call against the caller's) follow
+//! the crate's one fairness rule (see [`Context::run`]): a cancellation visible before a poll
+//! wins, a poll that completes the future wins, otherwise both wait.
+//!
+//! # Who reports a passed deadline
+//!
+//! A call fails because its context ended whenever the context is done when the failure is seen,
+//! even if something else noticed first: a transport's own timer set from the same
+//! `grpc-timeout`, or the reset of a stream the layer dropped. The failure then carries the
+//! context's error, never the transport's account of it (gRPC-Go does the same). So a handler
+//! that passes a downstream failure on with `?` answers its own caller with status 4 once its
+//! deadline has passed, and the status survives any number of hops.
+//!
+//! # With tonic
+//!
+//! tonic runs timers of its own, set from the same `grpc-timeout` header:
+//!
+//! - **`tonic::transport::Channel`** (client side) reads the `grpc-timeout` that
+//!   [`ClientLayer`] writes and fails the call with its own `TimeoutExpired` when it passes, which
+//!   tonic reports as `CANCELLED` "Timeout expired". The header holds the budget left when it was
+//!   written, rounded up, and the channel's timer starts later, so it never fires before the
+//!   context's deadline; `ClientLayer` sees the context done by then and reports
+//!   `DEADLINE_EXCEEDED` instead. An `Endpoint::timeout` shorter than the context's budget is the
+//!   channel's own limit: when it fires first, the call fails with tonic's `CANCELLED`, as it
+//!   should (the context had time left).
+//! - **`tonic::transport::Server`** runs its timer outside every layer, started when the request
+//!   arrives, a moment before [`ServerLayer`] starts its own: when both are due in the same clock
+//!   tick, tonic's may answer first, with `CANCELLED` "Timeout expired". To answer every passed
+//!   deadline with `DEADLINE_EXCEEDED`, serve `tonic::service::Routes` behind `ServerLayer` with
+//!   hyper (as `ctxkit`'s `grpc_deadline` and `grpc_client` examples do), where no other timer
+//!   runs.
+//!
+//! Under axum, `ctxkit::axum::Ctx` (feature `axum`) extracts the request's context.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, ready};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
-use pin_project::pin_project;
+use http_body::SizeHint;
+use pin_project::{pin_project, pinned_drop};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::key::BoxError;
-use crate::propagation::{self, Accept};
-use crate::{CancelHandle, Context, Error, Instant};
+use crate::propagation::{self, Accept, PropagationError};
+use crate::{CancelHandle, Context, Error, Instant, Run};
 
 /// What `grpc-message` percent-encodes: everything but printable ASCII, and `%`.
 const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// The gRPC status codes these layers answer with (gRPC's `statuscodes.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum GrpcCode {
+    Cancelled = 1,
+    DeadlineExceeded = 4,
+    Internal = 13,
+    Unavailable = 14,
+}
+
+impl GrpcCode {
+    fn header_value(self) -> HeaderValue {
+        HeaderValue::from(u16::from(self as u8))
+    }
+}
+
+/// The cause of a request's context when the client went away before its answer was sent: the
+/// server dropped the handler's future or the response body.
+///
+/// ```
+/// use ctxkit::tower::ClientWentAway;
+///
+/// assert_eq!(ClientWentAway.to_string(), "the client went away");
+/// // A handler's clean-up can tell it from other cancellations:
+/// # let ctx = ctxkit::Context::background();
+/// let client_left = ctx
+///     .cause()
+///     .is_some_and(|c| c.downcast_ref::<ClientWentAway>().is_some());
+/// # assert!(!client_left);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientWentAway;
+
+impl fmt::Display for ClientWentAway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the client went away")
+    }
+}
+
+impl std::error::Error for ClientWentAway {}
 
 /// The server side: runs each request under its own context. See the [module docs](self).
 ///
@@ -117,36 +188,40 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// An answer of our own: HTTP `status`, or for gRPC a trailers-only response with `grpc_status`.
+/// A gRPC trailers-only answer: HTTP 200 with the status in the headers and no body.
+fn grpc_status<B>(code: GrpcCode, message: &str, body: B) -> Response<B> {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", code.header_value());
+    let encoded: String = percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE).collect();
+    if let Ok(v) = HeaderValue::try_from(encoded) {
+        h.insert("grpc-message", v);
+    }
+    resp
+}
+
+/// An answer of the server layer's own: HTTP `status` with `message` as text, or for gRPC a
+/// trailers-only response with `code`.
 fn answer<B>(
     grpc: bool,
     status: StatusCode,
-    grpc_status: u8,
+    code: GrpcCode,
     message: String,
 ) -> Response<ServerBody<B>> {
     if grpc {
-        let mut resp = Response::new(ServerBody::message(Bytes::new(), None));
-        let h = resp.headers_mut();
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        h.insert("grpc-status", HeaderValue::from(u16::from(grpc_status)));
-        let encoded: String =
-            percent_encoding::utf8_percent_encode(&message, GRPC_MESSAGE).collect();
-        if let Ok(v) = HeaderValue::try_from(encoded) {
-            h.insert("grpc-message", v);
-        }
-        resp
-    } else {
-        let mut resp = Response::new(ServerBody::message(Bytes::from(message), None));
-        *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        resp
+        return grpc_status(code, &message, ServerBody::message(Bytes::new()));
     }
+    let mut resp = Response::new(ServerBody::message(Bytes::from(message)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }
 
 fn answer_done<B>(grpc: bool, err: Error) -> Response<ServerBody<B>> {
@@ -154,13 +229,13 @@ fn answer_done<B>(grpc: bool, err: Error) -> Response<ServerBody<B>> {
         Error::DeadlineExceeded => answer(
             grpc,
             StatusCode::GATEWAY_TIMEOUT,
-            4,
+            GrpcCode::DeadlineExceeded,
             "deadline exceeded".to_owned(),
         ),
         Error::Canceled => answer(
             grpc,
             StatusCode::SERVICE_UNAVAILABLE,
-            14,
+            GrpcCode::Unavailable,
             "the server is shutting down".to_owned(),
         ),
     }
@@ -169,13 +244,10 @@ fn answer_done<B>(grpc: bool, err: Error) -> Response<ServerBody<B>> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Server<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResBody: Send + 'static,
 {
     type Response = Response<ServerBody<ResBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+    type Future = ServerFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -188,56 +260,141 @@ where
             match propagation::extract(req.headers(), &self.root, &self.accept, arrived) {
                 Ok(pair) => pair,
                 Err(e) => {
-                    let resp = answer(grpc, StatusCode::BAD_REQUEST, 13, e.to_string());
-                    return Box::pin(async move { Ok(resp) });
+                    let resp = answer(
+                        grpc,
+                        StatusCode::BAD_REQUEST,
+                        GrpcCode::Internal,
+                        e.to_string(),
+                    );
+                    return ServerFuture::answered(resp, grpc);
                 }
             };
         if let Some(err) = ctx.err() {
             // Already expired on arrival (a zero budget), or the server is shutting down.
-            return Box::pin(async move { Ok(answer_done(grpc, err)) });
+            return ServerFuture::answered(answer_done(grpc, err), grpc);
         }
         req.extensions_mut().insert(ctx.clone());
-        // The handler runs with the request's context current; the race follows the crate's one
-        // fairness rule (`Context::run`).
-        let call = ctx.run(self.inner.call(req));
-        Box::pin(async move {
-            match call.await {
-                // The body keeps the request's context alive until it is sent or dropped.
-                Ok(r) => r.map(|resp| resp.map(|b| ServerBody::inner(b, handle))),
-                Err(err) => Ok(answer_done(grpc, err)),
-            }
+        // The handler runs with the request's context current, raced against it.
+        ServerFuture {
+            run: Some(ctx.run(self.inner.call(req))),
+            answer: None,
+            handle: Some(handle),
+            grpc,
+        }
+    }
+}
+
+/// The future of [`Server`]: the handler's, raced against the request's context.
+///
+/// Dropped before it is done (the client went away), it cancels the request's context with
+/// [`ClientWentAway`] *before* it drops the handler's future, so the handler's `Drop` guards see
+/// their context cancelled and why.
+#[pin_project(PinnedDrop)]
+#[must_use = "futures do nothing unless polled"]
+pub struct ServerFuture<F: Future, B> {
+    #[pin]
+    run: Option<Run<F>>,
+    answer: Option<Response<ServerBody<B>>>,
+    handle: Option<CancelHandle>,
+    grpc: bool,
+}
+
+impl<F: Future, B> ServerFuture<F, B> {
+    fn answered(resp: Response<ServerBody<B>>, grpc: bool) -> Self {
+        ServerFuture {
+            run: None,
+            answer: Some(resp),
+            handle: None,
+            grpc,
+        }
+    }
+}
+
+impl<F, B, E> Future for ServerFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ServerBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(resp) = this.answer.take() {
+            return Poll::Ready(Ok(resp));
+        }
+        let Some(run) = this.run.as_mut().as_pin_mut() else {
+            panic!("a ServerFuture was polled after completion");
+        };
+        let out = ready!(run.poll(cx));
+        this.run.set(None);
+        let handle = this.handle.take();
+        Poll::Ready(match out {
+            // The body keeps the request's context alive until it is sent or dropped.
+            Ok(Ok(resp)) => Ok(resp.map(|b| ServerBody::inner(b, handle))),
+            // The request is over: dropping the handle cancels its context.
+            Ok(Err(e)) => Err(e),
+            Err(err) => Ok(answer_done(*this.grpc, err)),
         })
     }
 }
 
+#[pinned_drop]
+impl<F: Future, B> PinnedDrop for ServerFuture<F, B> {
+    fn drop(self: Pin<&mut Self>) {
+        // Still holding the handle: the answer was never produced, the server gave up on it.
+        // Cancel first, so the handler's future (dropped after this) sees why.
+        if let Some(handle) = self.project().handle.take() {
+            handle.cancel_with(ClientWentAway);
+        }
+    }
+}
+
+impl<F: Future, B> fmt::Debug for ServerFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerFuture")
+            .field("running", &self.run.is_some())
+            .field("grpc", &self.grpc)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The response body of [`Server`]: the handler's, or a message of the layer's own. It holds the
-/// request's [`CancelHandle`], so the request's context lives until the body is fully sent and is
-/// cancelled if the body is dropped before (the client went away).
-#[pin_project]
+/// request's [`CancelHandle`], so the request's context lives until the body is fully sent, and
+/// is cancelled with [`ClientWentAway`] if the body is dropped before.
+#[pin_project(PinnedDrop)]
 pub struct ServerBody<B> {
     #[pin]
     kind: BodyKind<B>,
     handle: Option<CancelHandle>,
 }
 
-#[pin_project(project = BodyKindProj)]
+#[pin_project(project = BodyKindProj, project_ref = BodyKindRef)]
 enum BodyKind<B> {
     Inner(#[pin] B),
     Message(Option<Bytes>),
 }
 
 impl<B> ServerBody<B> {
-    fn inner(body: B, handle: CancelHandle) -> ServerBody<B> {
+    fn inner(body: B, handle: Option<CancelHandle>) -> ServerBody<B> {
         ServerBody {
             kind: BodyKind::Inner(body),
-            handle: Some(handle),
+            handle,
         }
     }
 
-    fn message(bytes: Bytes, handle: Option<CancelHandle>) -> ServerBody<B> {
+    fn message(bytes: Bytes) -> ServerBody<B> {
         ServerBody {
             kind: BodyKind::Message(Some(bytes).filter(|b| !b.is_empty())),
-            handle,
+            handle: None,
+        }
+    }
+}
+
+#[pinned_drop]
+impl<B> PinnedDrop for ServerBody<B> {
+    fn drop(self: Pin<&mut Self>) {
+        // Still holding the handle: the body was dropped before its end was sent.
+        if let Some(handle) = self.project().handle.take() {
+            handle.cancel_with(ClientWentAway);
         }
     }
 }
@@ -252,9 +409,9 @@ impl<B> fmt::Debug for ServerBody<B> {
     }
 }
 
-impl<B> Body for ServerBody<B>
+impl<B> http_body::Body for ServerBody<B>
 where
-    B: Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes>,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -262,17 +419,26 @@ where
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let polled = match this.kind.project() {
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let polled = match this.kind.as_mut().project() {
             BodyKindProj::Inner(b) => b.poll_frame(cx),
-            BodyKindProj::Message(m) => Poll::Ready(m.take().map(|b| Ok(Frame::data(b)))),
-        };
-        if let Poll::Ready(None) = polled {
-            // Fully sent: the request is over, cancel its context (and what runs under it).
-            if let Some(h) = this.handle.take() {
-                h.cancel();
+            BodyKindProj::Message(m) => {
+                Poll::Ready(m.take().map(|b| Ok(http_body::Frame::data(b))))
             }
+        };
+        // Its last frame sent (a server need not poll again to see `None`), or failed: the
+        // request is over; cancel its context (and what runs under it).
+        let over = match &polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => match this.kind.as_ref().project_ref() {
+                BodyKindRef::Inner(b) => b.is_end_stream(),
+                BodyKindRef::Message(m) => m.is_none(),
+            },
+            Poll::Pending => false,
+        };
+        if over && let Some(h) = this.handle.take() {
+            h.cancel();
         }
         polled
     }
@@ -298,6 +464,13 @@ where
 /// when `call` is made ([`Context::current`]): call it inside the request's scope, e.g.
 /// `ctx.scope(async { client.call(req).await })` or `ctx.scope(client.oneshot(req))`.
 ///
+/// When the call fails because its context ended, an HTTP call fails with the context's
+/// [`Error`] (`err.downcast_ref::<ctxkit::Error>()`), and a gRPC call (`content-type:
+/// application/grpc`) is answered with a gRPC status any gRPC client reads like a server's: 4
+/// `DEADLINE_EXCEEDED` or 1 `CANCELLED`. A context that cannot be written (see
+/// [`inject`](crate::propagation::inject)) fails the call before anything is sent: HTTP with the
+/// [`PropagationError`], gRPC with status 13 `INTERNAL` naming it.
+///
 /// ```
 /// use std::convert::Infallible;
 /// use std::time::Duration;
@@ -309,18 +482,25 @@ where
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
+/// // A transport that answers with the deadline it was sent.
 /// let transport = tower::service_fn(|req: Request<()>| async move {
-///     Ok::<_, Infallible>(Response::new(req.headers()["grpc-timeout"].clone()))
+///     let sent = req.headers()["grpc-timeout"].clone();
+///     Ok::<_, Infallible>(Response::builder().header("sent", sent).body(()).unwrap())
 /// });
 /// let mut client = ClientLayer::new().layer(transport);
 ///
 /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(3));
 /// let resp = ctx.scope(async { client.call(Request::new(())).await }).await.unwrap();
-/// assert_eq!(resp.body(), "3000000u");
+/// assert_eq!(resp.headers()["sent"], "3000000u");
 ///
 /// tokio::time::advance(Duration::from_secs(4)).await;
 /// let err = ctx.scope(async { client.call(Request::new(())).await }).await.unwrap_err();
 /// assert_eq!(err.downcast_ref::<Error>(), Some(&Error::DeadlineExceeded));
+///
+/// // The same over gRPC: a status, as a server would send it.
+/// let grpc = Request::builder().header("content-type", "application/grpc").body(()).unwrap();
+/// let resp = ctx.scope(async { client.call(grpc).await }).await.unwrap();
+/// assert_eq!(resp.headers()["grpc-status"], "4");
 /// # }
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
@@ -342,45 +522,207 @@ impl<S> Layer<S> for ClientLayer {
     }
 }
 
-/// The service [`ClientLayer`] makes. Its errors are boxed: the transport's own, or the context's
-/// [`Error`] (`err.downcast_ref::<ctxkit::Error>()`).
+/// The service [`ClientLayer`] makes. Its errors are boxed: the transport's own, the context's
+/// [`Error`] (`err.downcast_ref::<ctxkit::Error>()`) or a [`PropagationError`].
 #[derive(Clone, Debug)]
 pub struct Client<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for Client<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Client<S>
 where
-    S: Service<Request<B>>,
-    S::Future: Send + 'static,
-    S::Response: Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
 {
-    type Response = S::Response;
+    type Response = Response<ClientBody<ResBody>>;
     type Error = BoxError;
-    type Future = BoxFuture<Result<S::Response, BoxError>>;
+    type Future = ClientFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let ctx = req
             .extensions()
             .get::<Context>()
             .cloned()
             .unwrap_or_else(Context::current);
+        let grpc = is_grpc(&req);
         if let Some(err) = ctx.err() {
-            return Box::pin(async move { Err(err.into()) });
+            return ClientFuture::failed(Failure::Ended(err, ctx), grpc);
         }
-        propagation::inject(&ctx, req.headers_mut());
+        if let Err(e) = propagation::inject(&ctx, req.headers_mut()) {
+            return ClientFuture::failed(Failure::Propagation(e), grpc);
+        }
         // Dropping the call when the context is done aborts it (hyper resets the stream).
-        let call = ctx.run(self.inner.call(req));
-        Box::pin(async move {
-            match call.await {
-                Ok(r) => r.map_err(Into::into),
-                Err(err) => Err(err.into()),
+        ClientFuture {
+            run: Some(ctx.run(self.inner.call(req))),
+            ctx,
+            failed: None,
+            grpc,
+        }
+    }
+}
+
+/// Why a [`Client`] call failed on its own.
+enum Failure {
+    /// The call's context ended (before, during, or as the transport failed).
+    Ended(Error, Context),
+    /// The context could not be written into the request.
+    Propagation(PropagationError),
+}
+
+impl Failure {
+    fn into_result<B>(self, grpc: bool) -> Result<Response<ClientBody<B>>, BoxError> {
+        match (self, grpc) {
+            (Failure::Ended(err, ctx), true) => {
+                let code = match err {
+                    Error::DeadlineExceeded => GrpcCode::DeadlineExceeded,
+                    Error::Canceled => GrpcCode::Cancelled,
+                };
+                Ok(grpc_status(
+                    code,
+                    &ended_message(err, &ctx),
+                    ClientBody::empty(),
+                ))
             }
-        })
+            (Failure::Ended(err, _), false) => Err(Box::new(err)),
+            (Failure::Propagation(e), true) => Ok(grpc_status(
+                GrpcCode::Internal,
+                &e.to_string(),
+                ClientBody::empty(),
+            )),
+            (Failure::Propagation(e), false) => Err(Box::new(e)),
+        }
+    }
+}
+
+/// The context's error, and its cause when that says more ("context canceled: the client went
+/// away").
+fn ended_message(err: Error, ctx: &Context) -> String {
+    let text = err.to_string();
+    match ctx.cause().map(|c| c.to_string()) {
+        Some(cause) if cause != text => format!("{text}: {cause}"),
+        _ => text,
+    }
+}
+
+/// The future of [`Client`]: the transport's call, raced against the call's context.
+#[pin_project]
+#[must_use = "futures do nothing unless polled"]
+pub struct ClientFuture<F: Future> {
+    #[pin]
+    run: Option<Run<F>>,
+    ctx: Context,
+    failed: Option<Failure>,
+    grpc: bool,
+}
+
+impl<F: Future> ClientFuture<F> {
+    fn failed(failure: Failure, grpc: bool) -> Self {
+        ClientFuture {
+            run: None,
+            ctx: Context::background(),
+            failed: Some(failure),
+            grpc,
+        }
+    }
+}
+
+impl<F, B, E> Future for ClientFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<ClientBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(failure) = this.failed.take() {
+            return Poll::Ready(failure.into_result(*this.grpc));
+        }
+        let Some(run) = this.run.as_mut().as_pin_mut() else {
+            panic!("a ClientFuture was polled after completion");
+        };
+        let out = ready!(run.poll(cx));
+        this.run.set(None);
+        let failure = match out {
+            Ok(Ok(resp)) => return Poll::Ready(Ok(resp.map(ClientBody::inner))),
+            // A failure seen once the context has ended is the context's, whoever noticed
+            // first (a transport timer set from our own `grpc-timeout`, a reset stream).
+            // `err()` also reads a deadline whose timer has not run yet.
+            Ok(Err(e)) => match this.ctx.err() {
+                Some(err) => Failure::Ended(err, this.ctx.clone()),
+                None => return Poll::Ready(Err(e.into())),
+            },
+            Err(err) => Failure::Ended(err, this.ctx.clone()),
+        };
+        Poll::Ready(failure.into_result(*this.grpc))
+    }
+}
+
+impl<F: Future> fmt::Debug for ClientFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientFuture")
+            .field("ctx", &self.ctx)
+            .field("grpc", &self.grpc)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The response body of [`Client`]: the transport's, or none for a gRPC status of the layer's
+/// own (a trailers-only response).
+#[pin_project]
+pub struct ClientBody<B> {
+    #[pin]
+    inner: Option<B>,
+}
+
+impl<B> ClientBody<B> {
+    fn inner(body: B) -> ClientBody<B> {
+        ClientBody { inner: Some(body) }
+    }
+
+    fn empty() -> ClientBody<B> {
+        ClientBody { inner: None }
+    }
+
+    /// The transport's body; `None` for a status of the layer's own.
+    pub fn into_inner(self) -> Option<B> {
+        self.inner
+    }
+}
+
+impl<B> fmt::Debug for ClientBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBody")
+            .field("transport", &self.inner.is_some())
+            .finish()
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for ClientBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        match self.project().inner.as_pin_mut() {
+            Some(b) => b.poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(B::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), B::size_hint)
     }
 }

@@ -129,3 +129,26 @@ async fn current_follows_the_scope_across_awaits() {
         .await;
     assert_eq!(seen, Some(RequestId(3)));
 }
+
+/// `ctxkit-macros` cannot import `RESERVED_HEADERS` (a proc-macro crate shares no constants), so
+/// it keeps a copy to reject those headers at compile time: the two lists must agree.
+#[cfg(feature = "propagation")]
+#[test]
+fn the_derive_reserves_the_same_headers_as_propagation() {
+    let source = include_str!("../ctxkit-macros/src/key/args.rs");
+    let start = source
+        .find("const RESERVED: [&str; ")
+        .expect("the derive's RESERVED list");
+    let list = &source[start..];
+    let list = &list[list.find('[').unwrap() + 1..];
+    let list = &list[list.find('[').unwrap() + 1..list.find("];").unwrap()];
+    let mut derive: Vec<&str> = list
+        .split(',')
+        .map(|s| s.trim().trim_matches('"'))
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut runtime = ctxkit::propagation::RESERVED_HEADERS.to_vec();
+    derive.sort_unstable();
+    runtime.sort_unstable();
+    assert_eq!(derive, runtime);
+}

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use ctxkit::propagation::{
-    self, Accept, Baggage, PropagationError, TraceContext, TraceParent, TraceState,
+    self, Accept, Baggage, DisplayFromStr, KeyCodec, PropagationError, TraceContext, TraceParent,
+    TraceState,
 };
-use ctxkit::{BoxError, Context, ContextKey, DisplayFromStr, Error, Instant, KeyCodec};
+use ctxkit::{BoxError, Context, ContextKey, Error, Instant};
 use http::{HeaderMap, HeaderValue};
 
 /// Travels in `x-request-id`, as text.
@@ -42,7 +43,7 @@ impl ContextKey for Secret {
     type Value = String;
 }
 
-/// Claims a reserved header: never written.
+/// Claims a reserved header: never written (a hand-written impl; the derive rejects it).
 struct Sneaky;
 impl ContextKey for Sneaky {
     type Value = String;
@@ -75,15 +76,15 @@ async fn inject_sends_the_budget_left_now() {
     let (ctx, _c) = Context::background().with_timeout(Duration::from_millis(1500));
     tokio::time::advance(Duration::from_millis(500)).await;
     let mut h = HeaderMap::new();
-    propagation::inject(&ctx, &mut h);
+    propagation::inject(&ctx, &mut h).unwrap();
     assert_eq!(h["grpc-timeout"], "1000000u");
 
     tokio::time::advance(Duration::from_secs(5)).await;
-    propagation::inject(&ctx, &mut h);
+    propagation::inject(&ctx, &mut h).unwrap();
     assert_eq!(h["grpc-timeout"], "0n");
 
     let mut none = HeaderMap::new();
-    propagation::inject(&Context::background().with_cancel().0, &mut none);
+    propagation::inject(&Context::background().with_cancel().0, &mut none).unwrap();
     assert!(none.is_empty(), "{none:?}");
 }
 
@@ -142,7 +143,7 @@ async fn a_received_timeout_never_extends_a_local_limit() {
 async fn budgets_shrink_hop_by_hop() {
     let (client, _c) = Context::background().with_timeout(Duration::from_secs(1));
     let mut h = HeaderMap::new();
-    propagation::inject(&client, &mut h);
+    propagation::inject(&client, &mut h).unwrap();
 
     let arrived = Instant::now();
     tokio::time::advance(Duration::from_millis(200)).await;
@@ -150,7 +151,7 @@ async fn budgets_shrink_hop_by_hop() {
         propagation::extract(&h, &Context::background(), &Accept::new(), arrived).unwrap();
     tokio::time::advance(Duration::from_millis(300)).await;
     let mut h2 = HeaderMap::new();
-    propagation::inject(&middle, &mut h2);
+    propagation::inject(&middle, &mut h2).unwrap();
     assert_eq!(h2["grpc-timeout"], "500000u");
 }
 
@@ -222,7 +223,7 @@ fn a_valid_trace_is_continued_with_a_new_span() {
     );
 
     let mut out = HeaderMap::new();
-    propagation::inject(&ctx, &mut out);
+    propagation::inject(&ctx, &mut out).unwrap();
     let sent: TraceParent = out["traceparent"].to_str().unwrap().parse().unwrap();
     assert_eq!(sent.trace_id(), received.trace_id());
     assert_eq!(sent.parent_id(), trace.span_id());
@@ -262,7 +263,7 @@ fn an_invalid_tracestate_is_dropped_whole() {
     );
     assert_eq!(trace.state(), &TraceState::default());
     let mut out = HeaderMap::new();
-    propagation::inject(&ctx, &mut out);
+    propagation::inject(&ctx, &mut out).unwrap();
     assert!(!out.contains_key("tracestate"));
 }
 
@@ -276,7 +277,7 @@ fn baggage_travels_and_an_invalid_one_is_dropped() {
     assert_eq!(b.member("n").unwrap().properties()[0].key(), "p");
 
     let mut out = HeaderMap::new();
-    propagation::inject(&ctx, &mut out);
+    propagation::inject(&ctx, &mut out).unwrap();
     assert_eq!(out["baggage"], "user=alice,q=a=b,n=1;p");
 
     let bad = extract_with(&headers(&[("baggage", "user=alice,oops")]), &Accept::new()).unwrap();
@@ -341,24 +342,119 @@ fn inject_writes_travelling_keys_nearest_first_and_nothing_else() {
     let ctx = Context::background()
         .with_value::<RequestId>(1)
         .with_value::<Secret>("hunter2".into())
-        .with_value::<Sneaky>("99H".into())
         .with_value::<Tenant>("acme".into())
         .with_cancel()
         .0
         .with_value::<RequestId>(2);
     let mut h = HeaderMap::new();
-    propagation::inject(&ctx, &mut h);
+    propagation::inject(&ctx, &mut h).unwrap();
     assert_eq!(h["x-request-id"], "2");
     assert_eq!(h["x-tenant"], "acme");
     assert!(!h.contains_key("grpc-timeout"));
     assert_eq!(h.len(), 2, "{h:?}");
     assert!(!format!("{h:?}").contains("hunter2"));
+}
 
-    // A value that is not a valid header value is not sent.
-    let bad = Context::background().with_value::<Tenant>("a\nb".into());
+#[test]
+fn a_value_a_receiver_would_reject_is_an_error_and_nothing_is_written() {
+    for (value, reason) in [
+        ("a\nb", "not visible ASCII"),
+        ("Zürich", "not visible ASCII"),
+        (&*"x".repeat(5000), "longer than 4096 bytes"),
+    ] {
+        let bad = Context::background()
+            .with_value::<RequestId>(1)
+            .with_value::<Tenant>(value.into());
+        let mut h = HeaderMap::new();
+        let err = propagation::inject(&bad, &mut h).unwrap_err();
+        assert_eq!(err.header(), "x-tenant");
+        assert!(err.to_string().contains(reason), "{err}");
+        assert!(h.is_empty(), "{h:?}");
+    }
+}
+
+#[test]
+fn a_key_on_a_reserved_header_is_an_error_naming_it() {
+    let ctx = Context::background().with_value::<Sneaky>("99H".into());
     let mut h = HeaderMap::new();
-    propagation::inject(&bad, &mut h);
+    let err = propagation::inject(&ctx, &mut h).unwrap_err();
+    assert!(
+        matches!(&err, PropagationError::KeyHeader { header: "grpc-timeout", key, .. } if key.ends_with("Sneaky")),
+        "{err:?}"
+    );
     assert!(h.is_empty());
+}
+
+/// Another key on `x-tenant`.
+struct TenantId;
+impl ContextKey for TenantId {
+    type Value = u64;
+    const HEADER: Option<&'static str> = Some("x-tenant");
+    fn encode(v: &u64) -> Option<String> {
+        Some(DisplayFromStr::encode(v))
+    }
+    fn decode(s: &str) -> Result<u64, BoxError> {
+        DisplayFromStr::decode(s)
+    }
+}
+
+#[test]
+fn two_keys_on_one_header_are_an_error_when_sent_and_neither_is_sent() {
+    let ctx = Context::background()
+        .with_value::<Tenant>("acme".into())
+        .with_value::<TenantId>(42)
+        .with_value::<RequestId>(1);
+    let mut h = HeaderMap::new();
+    let err = propagation::inject(&ctx, &mut h).unwrap_err();
+    let PropagationError::KeyConflict { header, keys } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(*header, "x-tenant");
+    assert!(
+        keys[0].ends_with("TenantId") && keys[1].ends_with("Tenant"),
+        "{keys:?}"
+    );
+    assert!(
+        err.to_string().contains("give each key its own header"),
+        "{err}"
+    );
+    assert!(h.is_empty(), "{h:?}");
+    // One of them alone travels.
+    let one = Context::background().with_value::<TenantId>(42);
+    propagation::inject(&one, &mut h).unwrap();
+    assert_eq!(h["x-tenant"], "42");
+}
+
+#[test]
+fn accepting_two_keys_on_one_header_stops_the_server_at_construction_naming_both() {
+    let panic =
+        std::panic::catch_unwind(|| Accept::new().key::<Tenant>().key::<TenantId>()).unwrap_err();
+    let message = panic.downcast_ref::<String>().unwrap();
+    assert!(
+        message.contains("TenantId") && message.contains("Tenant`"),
+        "{message}"
+    );
+    assert!(message.contains("\"x-tenant\""), "{message}");
+    // The same key twice is the key once.
+    let accept = Accept::new().key::<Tenant>().key::<Tenant>();
+    assert_eq!(accept.headers().collect::<Vec<_>>(), ["x-tenant"]);
+}
+
+#[test]
+fn a_higher_traceparent_version_is_continued_and_sent_on_as_version_00() {
+    let h = headers(&[(
+        "traceparent",
+        "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-ever",
+    )]);
+    let ctx = extract_with(&h, &Accept::new()).unwrap();
+    let mut out = HeaderMap::new();
+    propagation::inject(&ctx, &mut out).unwrap();
+    let sent = out["traceparent"].to_str().unwrap();
+    assert!(
+        sent.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && sent.ends_with("-01"),
+        "{sent}"
+    );
+    assert_eq!(sent.len(), 55);
 }
 
 #[test]
@@ -367,7 +463,7 @@ fn keys_round_trip_through_inject_and_extract() {
         .with_value::<RequestId>(7)
         .with_value::<Tenant>("globex".into());
     let mut h = HeaderMap::new();
-    propagation::inject(&ctx, &mut h);
+    propagation::inject(&ctx, &mut h).unwrap();
     let accept = Accept::new().key::<RequestId>().key::<Tenant>();
     let back = extract_with(&h, &accept).unwrap();
     assert_eq!(back.value::<RequestId>(), Some(&7));

@@ -1,6 +1,8 @@
 //! `#[derive(ContextKey)]` with `header = "…"` (and `codec = path`): travelling keys.
+#![cfg(feature = "propagation")]
 
-use ctxkit::{BoxError, ContextKey, KeyCodec};
+use ctxkit::propagation::KeyCodec;
+use ctxkit::{BoxError, ContextKey};
 
 #[derive(Clone, Debug, PartialEq, ContextKey)]
 #[context_key(header = "x-request-id")]
@@ -75,7 +77,7 @@ fn derived_keys_travel_through_headers() {
     let ctx = Shard::set(&ctx, 0xbeef);
     let ctx = Local::set(&ctx, "stays here".into());
     let mut headers = http::HeaderMap::new();
-    propagation::inject(&ctx, &mut headers);
+    propagation::inject(&ctx, &mut headers).unwrap();
     assert_eq!(headers["x-request-id"], "req-7");
     assert_eq!(headers["x-user"], "gopher");
     assert_eq!(headers["x-shard"], "BEEF");
@@ -88,4 +90,58 @@ fn derived_keys_travel_through_headers() {
     assert_eq!(Shard::get(&server), Some(&0xbeef));
     assert_eq!(User::get(&server), None); // not accepted
     assert_eq!(Local::get(&server), None);
+}
+
+#[derive(ContextKey)]
+#[context_key(value = String, header = "x-tenant")]
+struct TenantName;
+
+#[derive(ContextKey)]
+#[context_key(value = u64, header = "x-tenant")]
+struct TenantId;
+
+/// The trap: two derived keys on one header. Before, the receiver got one key with the other's
+/// value (`TenantName=Some("42") TenantId=None`); now neither side lets it through.
+#[test]
+fn two_derived_keys_on_one_header_are_rejected_by_sender_and_receiver() {
+    use std::collections::HashMap;
+
+    use ctxkit::propagation::{self, Accept, PropagationError};
+    use ctxkit::{Context, Instant};
+
+    let ctx = TenantName::set(&Context::background(), "acme".into());
+    let ctx = TenantId::set(&ctx, 42);
+    let mut fields = HashMap::new();
+    let err = propagation::inject(&ctx, &mut fields).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PropagationError::KeyConflict {
+                header: "x-tenant",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(fields.is_empty());
+
+    let accept = std::panic::catch_unwind(|| Accept::new().key::<TenantName>().key::<TenantId>());
+    let message = accept.unwrap_err().downcast::<String>().unwrap();
+    assert!(
+        message.contains("TenantName") && message.contains("TenantId"),
+        "{message}"
+    );
+
+    // Each alone is fine.
+    let only_id = TenantId::set(&Context::background(), 42);
+    propagation::inject(&only_id, &mut fields).unwrap();
+    let (got, _done) = propagation::extract(
+        &fields,
+        &Context::background(),
+        &Accept::new().key::<TenantId>(),
+        Instant::now(),
+    )
+    .unwrap();
+    assert_eq!(TenantId::get(&got), Some(&42));
+    assert_eq!(TenantName::get(&got), None);
 }

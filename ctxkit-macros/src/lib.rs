@@ -45,12 +45,16 @@ use proc_macro::TokenStream;
 ///
 /// A key's value never leaves the process unless the key names a header: with
 /// `header = "x-request-id"` (lower case; not one of `grpc-timeout`, `traceparent`, `tracestate`,
-/// `baggage`) the impl also sets `ContextKey::HEADER` and encodes/decodes the value with its
-/// `Display` and `FromStr`, or with `codec = path` naming a `KeyCodec`. The propagation code
-/// (feature `http`) then sends it, and a server decodes it if it accepts the key.
+/// `baggage`, `ctxkit-deadline`, `ctxkit-sent`) the impl also sets `ContextKey::HEADER` and
+/// encodes/decodes the value with its `Display` and `FromStr`, or with `codec = path` naming a
+/// `ctxkit::propagation::KeyCodec`. This needs ctxkit's `propagation` feature (or `http`, which
+/// enables it; without it `header` is a compile error saying so). The propagation code then
+/// sends the value, and a receiver decodes it if it accepts the key; two keys on one header are
+/// refused on both sides.
 ///
 /// ```
-/// use ctxkit::{BoxError, ContextKey, KeyCodec};
+/// use ctxkit::{BoxError, ContextKey};
+/// use ctxkit::propagation::KeyCodec;
 ///
 /// #[derive(ContextKey)]
 /// #[context_key(value = u64, header = "x-request-id")]

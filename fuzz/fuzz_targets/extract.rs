@@ -1,10 +1,12 @@
-//! `extract` on arbitrary headers (one `name: value` per line): never panics; the deadline never
-//! outlives the local maximum; what it builds injects back to headers that extract again.
+//! `extract` on arbitrary headers (one `name: value` per line), reading deadlines as budgets or,
+//! when the input starts with `!`, as absolute times (a broker message): never panics; the
+//! deadline never outlives the local maximum; what it builds injects back to headers that
+//! extract again.
 #![no_main]
 
 use std::time::Duration;
 
-use ctxkit::propagation::{self, Accept, TraceContext};
+use ctxkit::propagation::{self, Accept, DeadlineFormat, TraceContext};
 use ctxkit::{BoxError, Context, ContextKey, Instant};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
@@ -37,8 +39,15 @@ fuzz_target!(|data: &[u8]| {
             headers.append(n, v);
         }
     }
+    let format = match data.first() {
+        Some(b'!') => DeadlineFormat::Absolute,
+        _ => DeadlineFormat::Budget,
+    };
     let max = Duration::from_secs(3600);
-    let accept = Accept::new().key::<RequestId>().max_timeout(max);
+    let accept = Accept::new()
+        .key::<RequestId>()
+        .max_timeout(max)
+        .deadline_format(format);
     let arrived = Instant::now();
     match propagation::extract(&headers, &Context::background(), &accept, arrived) {
         Ok((ctx, _cancel)) => {
@@ -46,7 +55,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(deadline <= arrived + max);
             assert!(ctx.value::<TraceContext>().is_some());
             let mut out = HeaderMap::new();
-            propagation::inject(&ctx, &mut out);
+            propagation::inject_with(&ctx, &mut out, format)
+                .expect("what extract builds, inject writes");
             let (again, _c) =
                 propagation::extract(&out, &Context::background(), &accept, Instant::now())
                     .expect("what inject writes, extract reads");

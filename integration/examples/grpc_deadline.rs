@@ -42,7 +42,7 @@ async fn work(hop: &'static str, ms: u64, stopped: Option<Stopped>) -> Result<()
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(ms)) => true,
             () = ctx.done() => {
-                println!("  {hop} stopped working: {}", ctx.err().unwrap());
+                println!("  {hop} stopped working: {}", ctx.cause().unwrap());
                 if let Some(stopped) = stopped {
                     let _ = stopped.send(ctx.err().unwrap());
                 }

@@ -136,36 +136,20 @@ pub async fn connect(addr: SocketAddr) -> Client<Channel> {
     ClientLayer::new().layer(channel)
 }
 
-/// One `Call` under the current context. A call that failed because the context ended (its
-/// deadline passed, it was cancelled) comes back as DEADLINE_EXCEEDED or CANCELLED, whichever
-/// timer saw it first (tonic's channel runs its own `grpc-timeout` timer and says CANCELLED).
+/// One `Call` under the current context, as a handler makes it: a failure comes back as tonic
+/// reports it (through [`ClientLayer`], a call that failed because the context ended says
+/// DEADLINE_EXCEEDED or CANCELLED).
 pub async fn call(client: &Client<Channel>, req: HopRequest) -> Result<HopReply, Status> {
     let mut grpc = tonic::client::Grpc::new(client.clone());
-    grpc.ready().await.map_err(status_of)?;
+    grpc.ready().await.map_err(Status::from_error)?;
     let resp = grpc
         .unary(
             Request::new(req),
             PathAndQuery::from_static(PATH),
             tonic_prost::ProstCodec::default(),
         )
-        .await;
-    match resp {
-        Ok(r) => Ok(r.into_inner()),
-        Err(status) => Err(context_status(status)),
-    }
-}
-
-fn status_of(err: Box<dyn std::error::Error + Send + Sync>) -> Status {
-    context_status(Status::from_error(err))
-}
-
-/// The failure of a call made while the current context ended is the context's.
-fn context_status(status: Status) -> Status {
-    match Context::current().err() {
-        Some(ctxkit::Error::DeadlineExceeded) => Status::deadline_exceeded("deadline exceeded"),
-        Some(ctxkit::Error::Canceled) => Status::cancelled("context canceled"),
-        None => status,
-    }
+        .await?;
+    Ok(resp.into_inner())
 }
 
 /// One `Call` of `job` sent raw over a fresh HTTP/2 connection, with extra `headers` (e.g. a

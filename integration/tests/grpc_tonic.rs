@@ -184,3 +184,83 @@ async fn shutting_down_ends_calls_in_flight_as_unavailable() {
     let (status, _) = tokio::time::timeout(PATIENCE, call).await.unwrap().unwrap();
     assert_eq!(status, "14");
 }
+
+/// A middle hop that passes its downstream call's failure on with `?`, as most handlers do: in
+/// its own task, or (note `"spawned"`) awaiting a task that makes the call, so that the call's
+/// own race is the first to see the deadline.
+async fn middle_passing_errors_on(down: std::net::SocketAddr) -> std::net::SocketAddr {
+    let client = hop::connect(down).await;
+    let handler = HopServer::new(move |req: tonic::Request<HopRequest>| {
+        let client = client.clone();
+        async move {
+            let req = req.into_inner();
+            let reply = if req.note == "spawned" {
+                ctxkit::spawn(async move { hop::call(&client, req).await })
+                    .await
+                    .map_err(|e| tonic::Status::internal(e.to_string()))??
+            } else {
+                hop::call(&client, req).await?
+            };
+            Ok(Response::new(reply))
+        }
+    });
+    hop::serve(Context::background(), Accept::new(), handler).await
+}
+
+/// The statuses of raw calls (no timer of their own) to `middle` with these budgets.
+async fn raw_calls_with_budgets(
+    middle: std::net::SocketAddr,
+    budgets_ms: impl Iterator<Item = u64>,
+    note: &str,
+) -> Vec<String> {
+    let job = HopRequest {
+        sleep_ms: 60_000,
+        note: note.to_owned(),
+    };
+    let mut calls = Vec::new();
+    for budget_ms in budgets_ms {
+        let job = job.clone();
+        calls.push(tokio::spawn(async move {
+            let timeout = format!("{budget_ms}m");
+            let (status, message) = tokio::time::timeout(
+                PATIENCE,
+                hop::raw_call(middle, &[("grpc-timeout", &timeout)], &job),
+            )
+            .await
+            .expect("an answer");
+            format!("{status} {message}")
+        }));
+    }
+    let mut seen = Vec::new();
+    for call in calls {
+        seen.push(call.await.unwrap());
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_deadline_at_a_middle_hop_reaches_a_raw_caller_as_status_4_every_time() {
+    let (down, _, _) = server(Context::background()).await;
+    let middle = middle_passing_errors_on(down).await;
+    let mut seen = Vec::new();
+    // One at a time, each budget a little longer, so the deadlines fall at every phase of the
+    // timers' millisecond ticks; then a burst of concurrent calls.
+    for note in ["", "spawned"] {
+        for budget_ms in (0..12).map(|i| 20 + 7 * i) {
+            seen.extend(raw_calls_with_budgets(middle, std::iter::once(budget_ms), note).await);
+        }
+        seen.extend(raw_calls_with_budgets(middle, (0..16).map(|i| 30 + i), note).await);
+    }
+    let wrong: Vec<_> = seen.iter().filter(|s| !s.starts_with("4 ")).collect();
+    eprintln!(
+        "{} of {} calls answered status 4",
+        seen.len() - wrong.len(),
+        seen.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} of {} calls were not status 4: {wrong:?}",
+        wrong.len(),
+        seen.len()
+    );
+}

@@ -1,14 +1,19 @@
-//! `ServerLayer` under axum 0.8: the `Ctx` extractor, deadlines answered 504, malformed
-//! headers 400, a client hanging up cancelling the handler's context.
+//! `ServerLayer` under axum 0.8 on loopback: the `Ctx` extractor and `Context::current()` agreeing
+//! behind middleware, `#[cancellable]` handlers answering a context error (504, 503), deadlines
+//! answered 504, malformed headers 400, a client hanging up cancelling the handler's context
+//! before its future is dropped.
 
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{Next, from_fn};
+use axum::response::Response;
 use axum::routing::get;
 use ctxkit::axum::Ctx;
 use ctxkit::propagation::Accept;
-use ctxkit::tower::ServerLayer;
-use ctxkit::{Context, ContextKey, Instant};
+use ctxkit::tower::{ClientWentAway, ServerLayer};
+use ctxkit::{Context, ContextKey, Error, Instant, cancellable};
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -186,4 +191,180 @@ async fn shutting_the_root_down_ends_requests_in_flight() {
         .unwrap()
         .unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[cancellable(timeout = "50ms")]
+async fn too_slow(Ctx(_ctx): Ctx) -> Result<String, Error> {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    Ok("done".to_owned())
+}
+
+#[cancellable]
+async fn stopped_by_itself(Ctx(ctx): Ctx) -> Result<String, Error> {
+    let (part, stop) = ctx.with_cancel();
+    stop.cancel();
+    part.run(async { "never" }).await?;
+    Ok("done".to_owned())
+}
+
+#[tokio::test]
+async fn a_cancellable_handler_answers_a_deadline_with_504_and_a_cancel_with_503() {
+    let app = Router::new()
+        .route("/", get(too_slow))
+        .route("/stop", get(stopped_by_itself))
+        .layer(layer(Context::background()));
+    let addr = serve(app).await;
+    // The handler's own 50 ms ran out while the request (no deadline) was still live: the
+    // answer is the handler's `Err(DeadlineExceeded)`, not the layer's.
+    let (status, body) = get_text(addr, &[]).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(body, "context deadline exceeded");
+
+    let req = http::Request::get(format!("http://{addr}/stop"))
+        .body(Empty::new())
+        .unwrap();
+    let (resp, _conn) = send(addr, req).await;
+    let (status, body) = tokio::time::timeout(PATIENCE, resp)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "context canceled");
+}
+
+#[derive(ContextKey)]
+#[context_key(value = String)]
+struct Tenant;
+
+/// A middleware deriving the context for the handlers behind it, as documented.
+async fn tenant_in_scope(req: Request, next: Next) -> Response {
+    let ctx = Context::current().with_value::<Tenant>("acme".to_owned());
+    ctx.scope(next.run(req)).await
+}
+
+/// The mistake: the derived context only in the extensions, the rest not run under it.
+async fn tenant_in_extensions_only(mut req: Request, next: Next) -> Response {
+    let ctx = Context::current().with_value::<Tenant>("acme".to_owned());
+    req.extensions_mut().insert(ctx);
+    next.run(req).await
+}
+
+async fn tenant(Ctx(ctx): Ctx) -> String {
+    format!(
+        "{} {:?} {}",
+        ctx.same(&Context::current()),
+        ctx.value::<Tenant>(),
+        ctx.deadline().is_some()
+    )
+}
+
+#[tokio::test]
+async fn ctx_and_current_agree_behind_a_middleware_that_derives_a_context() {
+    let app = Router::new()
+        .route("/", get(tenant))
+        .layer(from_fn(tenant_in_scope))
+        .layer(layer(Context::background()));
+    let addr = serve(app).await;
+    let (status, body) = get_text(addr, &[("grpc-timeout", "5S")]).await;
+    assert_eq!(status, StatusCode::OK);
+    // The derived context, which is the current one, and still the request's deadline.
+    assert_eq!(body, "true Some(\"acme\") true");
+}
+
+#[tokio::test]
+async fn a_derived_context_only_in_the_extensions_is_a_500_saying_what_to_do() {
+    let app = Router::new()
+        .route("/", get(tenant))
+        .layer(from_fn(tenant_in_extensions_only))
+        .layer(layer(Context::background()));
+    let addr = serve(app).await;
+    let (status, body) = get_text(addr, &[]).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("ctx.scope(next.run(req))"), "{body}");
+}
+
+/// Reports what its handler's context says when the handler's future is dropped.
+struct SeenAtDrop {
+    ctx: Context,
+    tx: mpsc::UnboundedSender<(Option<Error>, Option<String>, bool)>,
+}
+
+impl Drop for SeenAtDrop {
+    fn drop(&mut self) {
+        let cause = self.ctx.cause();
+        let _ = self.tx.send((
+            self.ctx.err(),
+            cause.as_ref().map(|c| c.to_string()),
+            cause.is_some_and(|c| c.downcast_ref::<ClientWentAway>().is_some()),
+        ));
+    }
+}
+
+#[tokio::test]
+async fn after_a_hang_up_the_handlers_drop_guard_sees_the_client_went_away() {
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let (dropped_tx, mut dropped) = mpsc::unbounded_channel();
+    let handler = move |Ctx(ctx): Ctx| {
+        let (started_tx, dropped_tx) = (started_tx.clone(), dropped_tx.clone());
+        async move {
+            let _guard = SeenAtDrop {
+                ctx,
+                tx: dropped_tx,
+            };
+            let _ = started_tx.send(());
+            std::future::pending::<String>().await
+        }
+    };
+    let app = Router::new()
+        .route("/", get(handler))
+        .layer(layer(Context::background()));
+    let addr = serve(app).await;
+    let req = http::Request::get(format!("http://{addr}/"))
+        .body(Empty::new())
+        .unwrap();
+    let (resp, conn) = send(addr, req).await;
+    tokio::time::timeout(PATIENCE, started.recv())
+        .await
+        .unwrap();
+    resp.abort();
+    conn.abort();
+    let (err, cause, typed) = tokio::time::timeout(PATIENCE, dropped.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(err, Some(Error::Canceled));
+    assert_eq!(cause.as_deref(), Some("the client went away"));
+    assert!(typed, "the cause is a ClientWentAway");
+}
+
+#[tokio::test]
+async fn a_request_that_ends_normally_ends_its_context_without_blaming_the_client() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handler = move |Ctx(ctx): Ctx| {
+        let tx = tx.clone();
+        async move {
+            tokio::spawn(async move {
+                ctx.done().await;
+                let cause = ctx.cause().unwrap();
+                let _ = tx.send((ctx.err(), cause.downcast_ref::<ClientWentAway>().is_some()));
+            });
+            "hello"
+        }
+    };
+    let app = Router::new()
+        .route("/", get(handler))
+        .layer(layer(Context::background()));
+    let addr = serve(app).await;
+    let (status, body) = get_text(addr, &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "hello"));
+    let (err, client_blamed) = tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(err, Some(Error::Canceled));
+    assert!(
+        !client_blamed,
+        "the request ended; the client did not go away"
+    );
 }

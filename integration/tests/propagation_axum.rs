@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use axum::extract::FromRequestParts;
 use axum::response::IntoResponse;
 use ctxkit::Context;
-use ctxkit::axum::{Ctx, MissingContext};
+use ctxkit::axum::{Ctx, CtxRejection};
 use ctxkit::propagation::Accept;
 use ctxkit::tower::ServerLayer;
 use http::{Request, Response, StatusCode};
@@ -38,7 +38,7 @@ async fn handlers_extract_the_request_context() {
 async fn without_the_layer_extraction_fails_with_500() {
     let (mut parts, ()) = Request::new(()).into_parts();
     let err = Ctx::from_request_parts(&mut parts, &()).await.unwrap_err();
-    assert_eq!(err, MissingContext);
+    assert_eq!(err, CtxRejection::Missing);
     assert!(err.to_string().contains("ServerLayer"));
     assert_eq!(
         err.into_response().status(),

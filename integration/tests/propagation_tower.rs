@@ -85,7 +85,10 @@ async fn get(addr: SocketAddr, req: Request<Empty<Bytes>>) -> Response<Incoming>
         .expect("a response")
 }
 
-async fn text(resp: Response<Incoming>) -> String {
+async fn text<B: http_body::Body>(resp: Response<B>) -> String
+where
+    B::Error: std::fmt::Debug,
+{
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(body.to_vec()).unwrap()
 }
@@ -277,10 +280,10 @@ struct Transport {
 }
 
 impl Service<Request<()>> for Transport {
-    type Response = http::HeaderMap;
+    type Response = Response<http::HeaderMap>;
     type Error = Infallible;
     type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<http::HeaderMap, Infallible>> + Send>,
+        Box<dyn std::future::Future<Output = Result<Response<http::HeaderMap>, Infallible>> + Send>,
     >;
     fn poll_ready(
         &mut self,
@@ -295,7 +298,7 @@ impl Service<Request<()>> for Transport {
         Box::pin(async move {
             let _guard = guard;
             tokio::time::sleep(delay).await;
-            Ok(req.headers().clone())
+            Ok(Response::new(req.headers().clone()))
         })
     }
 }
@@ -327,6 +330,13 @@ fn transport(
     )
 }
 
+/// The headers a [`Transport`] was sent.
+fn sent(
+    resp: Result<Response<ctxkit::tower::ClientBody<http::HeaderMap>>, BoxError>,
+) -> http::HeaderMap {
+    resp.unwrap().into_body().into_inner().unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_client_sends_the_current_context() {
     let (t, calls, _rx) = transport(Duration::ZERO);
@@ -334,7 +344,7 @@ async fn the_client_sends_the_current_context() {
     let (ctx, _c) = Context::background()
         .with_value::<RequestId>(9)
         .with_timeout(Duration::from_millis(1500));
-    let headers = ctx.scope(client.oneshot(Request::new(()))).await.unwrap();
+    let headers = sent(ctx.scope(client.oneshot(Request::new(()))).await);
     assert_eq!(headers["grpc-timeout"], "1500000u");
     assert_eq!(headers["x-request-id"], "9");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -344,10 +354,7 @@ async fn the_client_sends_the_current_context() {
     let mut req = Request::new(());
     req.extensions_mut()
         .insert(Context::background().with_value::<RequestId>(10));
-    let headers = ctx
-        .scope(ClientLayer::new().layer(t).oneshot(req))
-        .await
-        .unwrap();
+    let headers = sent(ctx.scope(ClientLayer::new().layer(t).oneshot(req)).await);
     assert_eq!(headers["x-request-id"], "10");
     assert!(!headers.contains_key("grpc-timeout"));
 }
@@ -450,4 +457,122 @@ async fn an_http2_stream_reset_cancels_only_that_request() {
     assert!(!second.is_finished());
     second.abort();
     assert_eq!(next(&mut rx).await, "canceled");
+}
+
+/// A transport that fails with its own error after `after`, as a transport timer set from the
+/// request's `grpc-timeout` does.
+fn failing_transport(
+    after: Duration,
+) -> impl Service<
+    Request<()>,
+    Response = Response<()>,
+    Error = BoxError,
+    Future = impl std::future::Future<Output = Result<Response<()>, BoxError>> + Send,
+> + Clone {
+    tower::service_fn(move |_req: Request<()>| async move {
+        tokio::time::sleep(after).await;
+        Err::<Response<()>, BoxError>("the transport's own timer expired".into())
+    })
+}
+
+fn grpc_request() -> Request<()> {
+    Request::builder()
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_failure_at_the_deadline_is_the_deadline() {
+    let budget = Duration::from_millis(100);
+    let client = ClientLayer::new().layer(failing_transport(budget));
+    let (ctx, _c) = Context::background().with_timeout(budget);
+    let err = ctx
+        .scope(client.clone().oneshot(Request::new(())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.downcast_ref::<Error>(), Some(&Error::DeadlineExceeded));
+
+    // Over gRPC the failure is a status any gRPC client reads: 4, not the transport's account.
+    let (ctx, _c) = Context::background().with_timeout(budget);
+    let resp = ctx.scope(client.oneshot(grpc_request())).await.unwrap();
+    assert_eq!(resp.headers()["grpc-status"], "4");
+    assert_eq!(resp.headers()["grpc-message"], "context deadline exceeded");
+    assert_eq!(resp.headers()["content-type"], "application/grpc");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_failure_before_the_deadline_stays_the_transports() {
+    let client = ClientLayer::new().layer(failing_transport(Duration::from_millis(10)));
+    let (ctx, _c) = Context::background().with_timeout(Duration::from_secs(1));
+    let err = ctx
+        .scope(client.clone().oneshot(grpc_request()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "the transport's own timer expired");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_grpc_call_is_status_1_naming_the_cause() {
+    let (t, _calls, mut dropped) = transport(Duration::from_secs(3600));
+    let client = ClientLayer::new().layer(t);
+    let (ctx, cancel) = Context::background().with_cancel();
+    let mut req = Request::new(());
+    req.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
+    let call = tokio::spawn(ctx.scope(client.oneshot(req)));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cancel.cancel_with(std::io::Error::other("the user pressed stop"));
+    let resp = call.await.unwrap().unwrap();
+    assert_eq!(resp.headers()["grpc-status"], "1");
+    assert_eq!(
+        resp.headers()["grpc-message"],
+        "context canceled: the user pressed stop"
+    );
+    assert_eq!(dropped.recv().await, Some("dropped"));
+}
+
+/// Another key on `x-request-id`.
+struct OtherId;
+impl ContextKey for OtherId {
+    type Value = u64;
+    const HEADER: Option<&'static str> = Some("x-request-id");
+    fn encode(v: &u64) -> Option<String> {
+        Some(v.to_string())
+    }
+    fn decode(s: &str) -> Result<u64, BoxError> {
+        Ok(s.parse()?)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_context_that_cannot_be_sent_fails_the_call_before_anything_is_sent() {
+    let (t, calls, _rx) = transport(Duration::ZERO);
+    let client = ClientLayer::new().layer(t);
+    let ctx = Context::background()
+        .with_value::<RequestId>(1)
+        .with_value::<OtherId>(2);
+    let err = ctx
+        .scope(client.clone().oneshot(Request::new(())))
+        .await
+        .unwrap_err();
+    let err = err
+        .downcast_ref::<ctxkit::propagation::PropagationError>()
+        .expect("a PropagationError");
+    assert!(
+        matches!(
+            err,
+            ctxkit::propagation::PropagationError::KeyConflict {
+                header: "x-request-id",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Over gRPC: status 13 naming it.
+    let resp = ctx.scope(client.oneshot(grpc_request())).await.unwrap();
+    assert_eq!(resp.headers()["grpc-status"], "13");
+    let message = resp.headers()["grpc-message"].to_str().unwrap();
+    assert!(message.contains("x-request-id"), "{message}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
 }

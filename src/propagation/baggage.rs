@@ -3,7 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use http::HeaderValue;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
 
 use super::PropagationError;
@@ -129,25 +128,30 @@ impl Baggage {
     }
 
     /// Parses one `baggage` header value.
-    pub fn decode(value: &HeaderValue) -> Result<Baggage, PropagationError> {
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn decode(value: &http::HeaderValue) -> Result<Baggage, PropagationError> {
         Self::decode_bytes(value.as_bytes())
     }
 
     /// Parses the combined values of every `baggage` header, in order. No header gives an empty
     /// baggage.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn decode_all<'a>(
-        values: impl IntoIterator<Item = &'a HeaderValue>,
+        values: impl IntoIterator<Item = &'a http::HeaderValue>,
     ) -> Result<Baggage, PropagationError> {
-        let mut combined = Vec::new();
-        for v in values {
-            if !combined.is_empty() {
-                combined.push(b',');
-            }
-            combined.extend_from_slice(v.as_bytes());
-            if combined.len() > MAX_BAGGAGE_INPUT {
-                return Err(PropagationError::baggage(&combined, "too long"));
-            }
-        }
+        let values: Vec<&[u8]> = values
+            .into_iter()
+            .map(http::HeaderValue::as_bytes)
+            .collect();
+        Self::decode_joined(&values)
+    }
+
+    /// Parses the values of a repeated field as one list, in order.
+    pub(crate) fn decode_joined(values: &[&[u8]]) -> Result<Baggage, PropagationError> {
+        let combined = super::join_list(values, MAX_BAGGAGE_INPUT)
+            .map_err(|long| PropagationError::baggage(&long, "too long"))?;
         Self::decode_bytes(&combined)
     }
 
@@ -174,9 +178,9 @@ impl Baggage {
         Ok(out)
     }
 
-    /// The header value, or `None` when empty: the members in order, skipping whole members that
+    /// The text to send, or `None` when empty: the members in order, skipping whole members that
     /// would go past [`Baggage::MAX_MEMBERS`] or [`Baggage::MAX_BYTES`].
-    pub fn to_header_value(&self) -> Option<HeaderValue> {
+    pub fn to_text(&self) -> Option<String> {
         let mut out = String::new();
         let mut n = 0;
         for m in &self.members {
@@ -197,7 +201,14 @@ impl Baggage {
         if out.is_empty() {
             return None;
         }
-        HeaderValue::try_from(out).ok()
+        Some(out)
+    }
+
+    /// [`Baggage::to_text`] as a header value.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn to_header_value(&self) -> Option<http::HeaderValue> {
+        http::HeaderValue::try_from(self.to_text()?).ok()
     }
 }
 
@@ -208,7 +219,7 @@ impl FromStr for Baggage {
     }
 }
 
-/// All members, encoded, without the size limits of [`Baggage::to_header_value`].
+/// All members, encoded, without the size limits of [`Baggage::to_text`].
 impl fmt::Display for Baggage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, m) in self.members.iter().enumerate() {
@@ -462,7 +473,7 @@ mod tests {
         for i in 0..100 {
             b.insert(&format!("k{i}"), "v").unwrap();
         }
-        let sent = b.to_header_value().unwrap();
+        let sent = b.to_text().unwrap();
         let back = Baggage::decode_bytes(sent.as_bytes()).unwrap();
         assert_eq!(back.len(), 64);
     }
@@ -474,7 +485,7 @@ mod tests {
         for i in 0..10 {
             b.insert(&format!("k{i}"), &"x".repeat(997)).unwrap();
         }
-        let sent = b.to_header_value().unwrap();
+        let sent = b.to_text().unwrap();
         assert!(sent.len() <= Baggage::MAX_BYTES);
         let back = Baggage::decode_bytes(sent.as_bytes()).unwrap();
         assert_eq!(back.len(), 8);
@@ -486,7 +497,7 @@ mod tests {
         let mut huge = Baggage::new();
         huge.insert("big", &"y".repeat(9000)).unwrap();
         huge.insert("small", "1").unwrap();
-        assert_eq!(huge.to_header_value().unwrap(), "small=1");
+        assert_eq!(huge.to_text().unwrap(), "small=1");
     }
 
     #[test]

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use http::HeaderValue;
-
 use super::PropagationError;
 
 /// The largest number a `grpc-timeout` may carry: 8 ASCII digits.
@@ -30,11 +28,11 @@ const UNITS: [(u128, u8); 6] = [
 /// use std::time::Duration;
 /// use ctxkit::propagation::GrpcTimeout;
 ///
-/// let v = GrpcTimeout::encode(Duration::from_millis(1500));
+/// let v = GrpcTimeout::encode_text(Duration::from_millis(1500));
 /// assert_eq!(v, "1500000u"); // the finest unit that fits in 8 digits
-/// assert_eq!(GrpcTimeout::decode(&v).unwrap(), Duration::from_millis(1500));
+/// assert_eq!(GrpcTimeout::decode_bytes(v.as_bytes()).unwrap(), Duration::from_millis(1500));
 ///
-/// let err = GrpcTimeout::decode(&"1.5S".parse().unwrap()).unwrap_err();
+/// let err = GrpcTimeout::decode_bytes(b"1.5S").unwrap_err();
 /// assert!(err.to_string().contains("grpc-timeout"));
 /// ```
 #[derive(Debug, Clone, Copy)]
@@ -44,27 +42,35 @@ impl GrpcTimeout {
     /// The budget as a `grpc-timeout` value: in the finest unit whose count fits in 8 digits,
     /// rounded up (so the receiver never gets more time than was left, nor less than the unit
     /// allows). Budgets beyond `99999999H` (over 11 000 years) are sent as that.
-    pub fn encode(budget: Duration) -> HeaderValue {
+    pub fn encode_text(budget: Duration) -> String {
         let nanos = budget.as_nanos();
         for (unit, suffix) in UNITS {
             let count = nanos.div_ceil(unit);
             if count <= MAX_DIGITS_VALUE {
-                let text = format!("{count}{}", suffix as char);
-                // Digits and an ASCII letter are always a valid header value.
-                return HeaderValue::try_from(text)
-                    .unwrap_or_else(|_| HeaderValue::from_static("99999999H"));
+                return format!("{count}{}", suffix as char);
             }
         }
-        HeaderValue::from_static("99999999H")
+        "99999999H".to_owned()
+    }
+
+    /// [`GrpcTimeout::encode_text`] as a header value.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn encode(budget: Duration) -> http::HeaderValue {
+        // Digits and an ASCII letter are always a valid header value.
+        http::HeaderValue::try_from(Self::encode_text(budget))
+            .unwrap_or_else(|_| http::HeaderValue::from_static("99999999H"))
+    }
+
+    /// [`GrpcTimeout::decode_bytes`] on a header value.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn decode(value: &http::HeaderValue) -> Result<Duration, PropagationError> {
+        Self::decode_bytes(value.as_bytes())
     }
 
     /// Reads a `grpc-timeout` value. Anything but 1-8 ASCII digits followed by one unit letter is
     /// a [`PropagationError::GrpcTimeout`] carrying the value.
-    pub fn decode(value: &HeaderValue) -> Result<Duration, PropagationError> {
-        Self::decode_bytes(value.as_bytes())
-    }
-
-    /// [`GrpcTimeout::decode`] on raw bytes.
     pub fn decode_bytes(value: &[u8]) -> Result<Duration, PropagationError> {
         let bad = |reason| PropagationError::grpc_timeout(value, reason);
         let Some((&unit, digits)) = value.split_last() else {
@@ -102,7 +108,7 @@ mod tests {
     use super::*;
 
     fn enc(d: Duration) -> String {
-        GrpcTimeout::encode(d).to_str().unwrap().to_owned()
+        GrpcTimeout::encode_text(d)
     }
 
     #[test]

@@ -1,72 +1,116 @@
 //! Contexts across processes: the wire formats of deadlines, trace context, baggage and
-//! travelling keys on the [`http`] crate's headers, with no I/O of their own (feature `http`).
+//! travelling keys, on any carrier of named text fields, with no I/O of their own (feature
+//! `propagation`; `http` adds the `http` crate's headers as a carrier, and `tower` the
+//! middleware that uses them).
 //!
-//! A client calls [`inject`] to write its context into a request's headers; a server calls
-//! [`extract`] to build the request's context from them:
+//! A sender calls [`inject`] to write its context into a carrier; a receiver calls [`extract`]
+//! to build the request's (or message's) context from one:
 //!
-//! | what | header | format |
+//! | what | field | format |
 //! | --- | --- | --- |
 //! | deadline | `grpc-timeout` | the budget left at send time ([`GrpcTimeout`]) |
+//! | deadline over a broker | `ctxkit-deadline`, `ctxkit-sent`, `grpc-timeout` | absolute time, send time and budget ([`DeadlineFormat::Absolute`]) |
 //! | trace | `traceparent`, `tracestate` | W3C Trace Context ([`TraceParent`], [`TraceState`], stored as [`TraceContext`]) |
 //! | baggage | `baggage` | W3C Baggage ([`Baggage`]) |
-//! | travelling keys | the key's [`ContextKey::HEADER`] | the key's text codec; decoded only if [`Accept`]ed |
+//! | travelling keys | the key's `ContextKey::HEADER` | the key's text codec ([`KeyCodec`]); decoded only if [`Accept`]ed |
+//!
+//! A carrier is anything implementing [`Injector`] (to write) and [`Extractor`] (to read):
+//! `http::HeaderMap` (feature `http`), `HashMap<String, String>` and `BTreeMap<String, String>`
+//! (a broker message's headers), or a struct of your own (see [`Injector`] for the talk's Thrift
+//! `ContextValue`). The parsers are the same, as strict, whatever the carrier.
 //!
 //! ```
+//! use std::collections::HashMap;
 //! use std::time::Duration;
-//! use http::HeaderMap;
-//! use ctxkit::{BoxError, Context, ContextKey, DisplayFromStr, Instant, KeyCodec};
+//! use ctxkit::{Context, ContextKey, Instant};
 //! use ctxkit::propagation::{self, Accept, TraceContext};
 //!
+//! #[derive(ContextKey)]
+//! #[context_key(value = u64, header = "x-request-id")]
 //! struct RequestId;
-//! impl ContextKey for RequestId {
-//!     type Value = u64;
-//!     const HEADER: Option<&'static str> = Some("x-request-id");
-//!     fn encode(v: &u64) -> Option<String> { Some(DisplayFromStr::encode(v)) }
-//!     fn decode(s: &str) -> Result<u64, BoxError> { DisplayFromStr::decode(s) }
-//! }
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
-//! // The client: a request with a 2 s budget, a trace and a request id.
+//! // The sender: a request with a 2 s budget, a trace and a request id.
 //! let (client, _cancel) = Context::background()
 //!     .with_value::<TraceContext>(TraceContext::new_root())
 //!     .with_value::<RequestId>(42)
 //!     .with_timeout(Duration::from_secs(2));
-//! let mut headers = HeaderMap::new();
-//! propagation::inject(&client, &mut headers);
-//! assert_eq!(headers["grpc-timeout"], "2000000u");
-//! assert_eq!(headers["x-request-id"], "42");
+//! let mut fields = HashMap::new(); // or an http::HeaderMap
+//! propagation::inject(&client, &mut fields).unwrap();
+//! assert_eq!(fields["grpc-timeout"], "2000000u");
+//! assert_eq!(fields["x-request-id"], "42");
 //!
-//! // The server: the request's context is a child of the server's root.
+//! // The receiver: the request's context is a child of the server's root.
 //! let server_root = Context::background();
 //! let accept = Accept::new().key::<RequestId>();
 //! let arrived = Instant::now();
-//! let (request, _done) = propagation::extract(&headers, &server_root, &accept, arrived).unwrap();
+//! let (request, _done) = propagation::extract(&fields, &server_root, &accept, arrived).unwrap();
 //! assert_eq!(request.deadline(), Some(arrived + Duration::from_secs(2)));
 //! assert_eq!(request.value::<RequestId>(), Some(&42));
 //! let trace = request.value::<TraceContext>().unwrap();
 //! assert_eq!(trace.trace_id(), client.value::<TraceContext>().unwrap().trace_id());
 //! # }
 //! ```
+//!
+//! # Deadlines through a queue
+//!
+//! A budget is meaningless once a message has waited in a broker's queue. There, send the
+//! deadline with [`inject_with`]`(.., DeadlineFormat::Absolute)` and read it with
+//! [`Accept::deadline_format`]`(DeadlineFormat::Absolute)`; a message whose deadline passed while
+//! it waited arrives with an expired context (see [the clock-skew rule](DeadlineFormat)), and its
+//! work must not start:
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::time::Duration;
+//! use ctxkit::{Context, Error, Instant};
+//! use ctxkit::propagation::{self, Accept, DeadlineFormat};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (job, _cancel) = Context::background().with_timeout(Duration::from_millis(200));
+//! let mut message = HashMap::new();
+//! propagation::inject_with(&job, &mut message, DeadlineFormat::Absolute).unwrap();
+//! assert!(message.contains_key("ctxkit-deadline") && message.contains_key("ctxkit-sent"));
+//!
+//! tokio::time::sleep(Duration::from_millis(300)).await; // queued longer than its budget
+//!
+//! let accept = Accept::new().deadline_format(DeadlineFormat::Absolute);
+//! let (ctx, _done) =
+//!     propagation::extract(&message, &Context::background(), &accept, Instant::now()).unwrap();
+//! assert_eq!(ctx.err(), Some(Error::DeadlineExceeded)); // do not start the work
+//! # }
+//! ```
 
+mod accept;
 mod baggage;
+mod carrier;
+mod deadline;
+mod error;
 mod grpc_timeout;
+mod header_name;
+mod key_codec;
 mod traceparent;
 mod tracestate;
 
-use std::fmt;
-use std::time::Duration;
+use std::any::TypeId;
+use std::time::SystemTime;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
-
+pub use accept::Accept;
 pub use baggage::{Baggage, BaggageMember, BaggageProperty};
+pub use carrier::{Extractor, Injector};
+pub use deadline::DeadlineFormat;
+pub use error::PropagationError;
 pub use grpc_timeout::GrpcTimeout;
+pub use header_name::RESERVED_HEADERS;
+pub use key_codec::{DisplayFromStr, KeyCodec};
 pub use traceparent::{TraceContext, TraceParent};
 pub use tracestate::TraceState;
 
-use crate::key::BoxError;
-use crate::node::Kind;
-use crate::{CancelHandle, Context, ContextKey, Instant};
+use self::accept::AcceptedKey;
+use self::header_name::header_problem;
+use crate::{CancelHandle, Context, Instant};
 
 /// The header of a deadline: gRPC's `grpc-timeout`.
 pub const GRPC_TIMEOUT: &str = "grpc-timeout";
@@ -76,355 +120,200 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 /// The W3C Baggage `baggage` header.
 pub const BAGGAGE: &str = "baggage";
+/// A deadline as an absolute time ([`DeadlineFormat::Absolute`]): Unix time in nanoseconds.
+pub const CTXKIT_DEADLINE: &str = "ctxkit-deadline";
+/// When a message was sent ([`DeadlineFormat::Absolute`]): Unix time in nanoseconds.
+pub const CTXKIT_SENT: &str = "ctxkit-sent";
 
 /// The longest value of a travelling key read or written.
 pub const MAX_KEY_VALUE_BYTES: usize = 4096;
 
-/// Headers with a meaning of their own, which no travelling key may use.
-const RESERVED: [&str; 4] = [GRPC_TIMEOUT, TRACEPARENT, TRACESTATE, BAGGAGE];
-
-/// The most characters of an offending value kept in an error.
-const MAX_SHOWN: usize = 1024;
-
-/// A header that could not be read. Each variant names its header and carries the offending value
-/// (lossily as text, cut after 1024 bytes) and why it was rejected.
-///
-/// ```
-/// use ctxkit::propagation::{GrpcTimeout, PropagationError};
-///
-/// let err = GrpcTimeout::decode_bytes(b"10s").unwrap_err();
-/// assert!(matches!(&err, PropagationError::GrpcTimeout { value, .. } if value == "10s"));
-/// assert_eq!(err.header(), "grpc-timeout");
-/// assert_eq!(
-///     err.to_string(),
-///     r#"invalid grpc-timeout header "10s": unknown unit (expected one of H, M, S, m, u, n)"#
-/// );
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PropagationError {
-    /// `grpc-timeout` is not 1-8 digits and a unit, or the header is repeated.
-    GrpcTimeout {
-        /// The value received.
-        value: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// `traceparent` is malformed (a receiver starts a new trace).
-    TraceParent {
-        /// The value received.
-        value: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// `tracestate` is malformed (a receiver drops it whole).
-    TraceState {
-        /// The (combined) value received.
-        value: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// `baggage` is malformed (a receiver drops it whole).
-    Baggage {
-        /// The offending member, or the whole value when it is too long.
-        value: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// An accepted travelling key's header could not be decoded.
-    Key {
-        /// The key's header.
-        header: &'static str,
-        /// The value received.
-        value: String,
-        /// What is wrong with it (the key's decoder's error).
-        reason: String,
-    },
-}
-
-fn shown(value: &[u8]) -> String {
-    if value.len() <= MAX_SHOWN {
-        return String::from_utf8_lossy(value).into_owned();
-    }
-    let mut s = String::from_utf8_lossy(&value[..MAX_SHOWN]).into_owned();
-    s.push('…');
-    s
-}
-
-impl PropagationError {
-    pub(crate) fn grpc_timeout(value: &[u8], reason: &'static str) -> Self {
-        PropagationError::GrpcTimeout {
-            value: shown(value),
-            reason,
-        }
-    }
-    pub(crate) fn traceparent(value: &[u8], reason: &'static str) -> Self {
-        PropagationError::TraceParent {
-            value: shown(value),
-            reason,
-        }
-    }
-    pub(crate) fn tracestate(value: &[u8], reason: &'static str) -> Self {
-        PropagationError::TraceState {
-            value: shown(value),
-            reason,
-        }
-    }
-    pub(crate) fn baggage(value: &[u8], reason: &'static str) -> Self {
-        PropagationError::Baggage {
-            value: shown(value),
-            reason,
-        }
-    }
-
-    /// The name of the header at fault.
-    pub fn header(&self) -> &'static str {
-        match self {
-            PropagationError::GrpcTimeout { .. } => GRPC_TIMEOUT,
-            PropagationError::TraceParent { .. } => TRACEPARENT,
-            PropagationError::TraceState { .. } => TRACESTATE,
-            PropagationError::Baggage { .. } => BAGGAGE,
-            PropagationError::Key { header, .. } => header,
-        }
-    }
-
-    /// The offending value, as text.
-    pub fn value(&self) -> &str {
-        match self {
-            PropagationError::GrpcTimeout { value, .. }
-            | PropagationError::TraceParent { value, .. }
-            | PropagationError::TraceState { value, .. }
-            | PropagationError::Baggage { value, .. }
-            | PropagationError::Key { value, .. } => value,
-        }
-    }
-}
-
-impl fmt::Display for PropagationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let reason: &str = match self {
-            PropagationError::GrpcTimeout { reason, .. }
-            | PropagationError::TraceParent { reason, .. }
-            | PropagationError::TraceState { reason, .. }
-            | PropagationError::Baggage { reason, .. } => reason,
-            PropagationError::Key { reason, .. } => reason,
-        };
-        write!(
-            f,
-            "invalid {} header {:?}: {reason}",
-            self.header(),
-            self.value()
-        )
-    }
-}
-
-impl std::error::Error for PropagationError {}
-
-/// Which travelling keys a server decodes from requests, and the most time it gives one.
-///
-/// Trust is explicit: [`extract`] decodes only the keys named here; any other header, travelling
-/// key or not, is ignored.
-///
-/// ```
-/// use std::time::Duration;
-/// use ctxkit::propagation::Accept;
-/// # use ctxkit::{BoxError, ContextKey};
-/// # struct RequestId;
-/// # impl ContextKey for RequestId {
-/// #     type Value = String;
-/// #     const HEADER: Option<&'static str> = Some("x-request-id");
-/// #     fn encode(v: &String) -> Option<String> { Some(v.clone()) }
-/// #     fn decode(s: &str) -> Result<String, BoxError> { Ok(s.to_owned()) }
-/// # }
-///
-/// let accept = Accept::new().key::<RequestId>().max_timeout(Duration::from_secs(30));
-/// assert_eq!(accept.headers().collect::<Vec<_>>(), ["x-request-id"]);
-/// ```
-#[derive(Clone, Default)]
-pub struct Accept {
-    keys: Vec<AcceptedKey>,
-    max_timeout: Option<Duration>,
-}
-
-#[derive(Clone)]
-struct AcceptedKey {
-    header: &'static str,
-    name: HeaderName,
-    attach: fn(&Context, &str) -> Result<Context, BoxError>,
-}
-
-fn attach<K: ContextKey>(ctx: &Context, text: &str) -> Result<Context, BoxError> {
-    Ok(ctx.with_value::<K>(K::decode(text)?))
-}
-
-impl Accept {
-    /// Accepts no travelling keys and sets no maximum.
-    pub fn new() -> Accept {
-        Accept::default()
-    }
-
-    /// Also decodes key `K` from its header. `K` must travel: a key without
-    /// [`ContextKey::HEADER`], or with a header name that is not a valid lower-case HTTP header
-    /// name, does not compile. Accepting a key twice is accepting it once.
-    pub fn key<K: ContextKey>(mut self) -> Accept {
-        let name = const {
-            match K::HEADER {
-                Some(h) => HeaderName::from_static(h),
-                None => panic!("Accept::key: this key has no HEADER, so it never travels"),
-            }
-        };
-        let header = match K::HEADER {
-            Some(h) => h,
-            None => return self,
-        };
-        if !RESERVED.contains(&header) && !self.keys.iter().any(|k| k.header == header) {
-            self.keys.push(AcceptedKey {
-                header,
-                name,
-                attach: attach::<K>,
-            });
-        }
-        self
-    }
-
-    /// The most time any request gets, from its arrival: a received `grpc-timeout` can shorten it
-    /// but never extend it, and a request without one gets this much.
-    pub fn max_timeout(mut self, max: Duration) -> Accept {
-        self.max_timeout = Some(max);
-        self
-    }
-
-    /// The headers of the accepted keys.
-    pub fn headers(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.keys.iter().map(|k| k.header)
-    }
-}
-
-impl fmt::Debug for Accept {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Accept")
-            .field(
-                "keys",
-                &self.keys.iter().map(|k| k.header).collect::<Vec<_>>(),
-            )
-            .field("max_timeout", &self.max_timeout)
-            .finish()
-    }
-}
-
-/// Writes `ctx` into a request's headers:
+/// Writes `ctx` into `carrier` ([`inject_with`] with [`DeadlineFormat::Budget`], for HTTP and
+/// gRPC calls):
 ///
 /// - its deadline as `grpc-timeout`, the budget left now (`0n` once passed);
 /// - its [`TraceContext`] as `traceparent` (this hop's span as the parent) and `tracestate`;
 /// - its [`Baggage`] as `baggage`, within the size limits;
-/// - every travelling key's value (a key with a [`ContextKey::HEADER`]) found walking from `ctx`
-///   to the root; the nearest value of a key wins. A value whose text is not a valid header value
-///   or is longer than [`MAX_KEY_VALUE_BYTES`] is not sent.
+/// - every travelling key's value (a key with a `ContextKey::HEADER`) found walking from `ctx`
+///   to the root; the nearest value of a key wins.
 ///
-/// Headers already present are replaced; nothing else is touched. Values of keys that do not
+/// Fields already present are replaced; nothing else is touched. Values of keys that do not
 /// travel never leave the process. See the [module documentation](self) for an example.
-pub fn inject(ctx: &Context, headers: &mut HeaderMap) {
-    if let Some(at) = ctx.deadline() {
-        let budget = at.saturating_duration_since(Instant::now());
-        headers.insert(
-            HeaderName::from_static(GRPC_TIMEOUT),
-            GrpcTimeout::encode(budget),
-        );
-    }
-    if let Some(trace) = ctx.value::<TraceContext>() {
-        headers.insert(
-            HeaderName::from_static(TRACEPARENT),
-            trace.traceparent().to_header_value(),
-        );
-        let state = HeaderName::from_static(TRACESTATE);
-        match trace.state().to_header_value() {
-            Some(v) => {
-                headers.insert(state, v);
-            }
-            None => {
-                headers.remove(state);
-            }
-        }
-    }
-    if let Some(v) = ctx.value::<Baggage>().and_then(Baggage::to_header_value) {
-        headers.insert(HeaderName::from_static(BAGGAGE), v);
-    }
-    let mut seen: Vec<&'static str> = Vec::new();
-    let mut cur = ctx.node.as_deref();
-    while let Some(n) = cur {
-        if let Kind::Value(slot) = &n.kind
-            && let Some((header, text)) = (slot.meta.travel)(&*slot.value)
-            && !seen.contains(&header)
-        {
-            seen.push(header);
-            if let Some(text) = text
-                && text.len() <= MAX_KEY_VALUE_BYTES
-                && !RESERVED.contains(&header)
-                && let Ok(name) = HeaderName::from_bytes(header.as_bytes())
-                && let Ok(value) = HeaderValue::try_from(text)
-            {
-                headers.insert(name, value);
-            }
-        }
-        cur = n.parent.as_deref();
-    }
+///
+/// # Errors
+///
+/// Nothing is written when a travelling value cannot be sent: two different keys in one header
+/// ([`PropagationError::KeyConflict`]), a key whose header is reserved or not a header name
+/// ([`PropagationError::KeyHeader`]), or a value longer than [`MAX_KEY_VALUE_BYTES`] or not
+/// visible ASCII ([`PropagationError::Key`]), as a receiver would reject it.
+pub fn inject<I: Injector + ?Sized>(
+    ctx: &Context,
+    carrier: &mut I,
+) -> Result<(), PropagationError> {
+    inject_with(ctx, carrier, DeadlineFormat::Budget)
 }
 
-/// Builds a request's context from its headers: a cancellable child of `parent` (a server's root
-/// context) carrying
+/// [`inject`], writing the deadline in `format`: [`DeadlineFormat::Absolute`] for a message that
+/// may wait in a queue.
 ///
-/// - the deadline `arrived + grpc-timeout`, never later than `parent`'s deadline nor than
-///   `arrived +` [`Accept::max_timeout`];
+/// # Errors
+///
+/// Those of [`inject`]; and with [`DeadlineFormat::Absolute`], a system clock before 1970 or
+/// after 2554 ([`PropagationError::Deadline`]).
+pub fn inject_with<I: Injector + ?Sized>(
+    ctx: &Context,
+    carrier: &mut I,
+    format: DeadlineFormat,
+) -> Result<(), PropagationError> {
+    // Everything that can fail is checked before anything is written.
+    let keys = travelling_fields(ctx)?;
+    if let Some(at) = ctx.deadline() {
+        let budget = at.saturating_duration_since(Instant::now());
+        match format {
+            DeadlineFormat::Budget => carrier.set(GRPC_TIMEOUT, GrpcTimeout::encode_text(budget)),
+            DeadlineFormat::Absolute => {
+                deadline::write_absolute(carrier, budget, SystemTime::now())?;
+            }
+        }
+    }
+    if let Some(trace) = ctx.value::<TraceContext>() {
+        carrier.set(TRACEPARENT, trace.traceparent().to_string());
+        match trace.state().to_text() {
+            Some(state) => carrier.set(TRACESTATE, state),
+            None => carrier.remove(TRACESTATE),
+        }
+    }
+    if let Some(text) = ctx.value::<Baggage>().and_then(Baggage::to_text) {
+        carrier.set(BAGGAGE, text);
+    }
+    for (header, text) in keys {
+        carrier.set(header, text);
+    }
+    Ok(())
+}
+
+/// The travelling keys' fields of `ctx`: the nearest value of each key, checked as a receiver
+/// would check it.
+fn travelling_fields(ctx: &Context) -> Result<Vec<(&'static str, String)>, PropagationError> {
+    let mut seen: Vec<(&'static str, TypeId, &'static str)> = Vec::new();
+    let mut out = Vec::new();
+    for v in ctx.travelling_values() {
+        if let Some(&(_, key, name)) = seen.iter().find(|(h, ..)| *h == v.header) {
+            if key == v.key {
+                continue; // a farther value of the same key: the nearest one was taken
+            }
+            return Err(PropagationError::KeyConflict {
+                header: v.header,
+                keys: [name, v.key_name],
+            });
+        }
+        seen.push((v.header, v.key, v.key_name));
+        if let Some(reason) = header_problem(v.header) {
+            return Err(PropagationError::KeyHeader {
+                key: v.key_name,
+                header: v.header,
+                reason,
+            });
+        }
+        if let Some(text) = v.text {
+            check_key_value(v.header, text.as_bytes())?;
+            out.push((v.header, text));
+        }
+    }
+    Ok(out)
+}
+
+/// A travelling key's value as a receiver accepts it: at most [`MAX_KEY_VALUE_BYTES`] of visible
+/// ASCII (HTTP's rule for header text: no control characters, no bytes above 126).
+fn check_key_value(header: &'static str, value: &[u8]) -> Result<(), PropagationError> {
+    if value.len() > MAX_KEY_VALUE_BYTES {
+        return Err(PropagationError::key(
+            header,
+            value,
+            "longer than 4096 bytes",
+        ));
+    }
+    if !value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return Err(PropagationError::key(header, value, "not visible ASCII"));
+    }
+    Ok(())
+}
+
+/// Builds a request's (or message's) context from `carrier`: a cancellable child of `parent` (a
+/// server's root context) carrying
+///
+/// - its deadline, read as [`Accept::deadline_format`] says: by default `arrived +
+///   grpc-timeout`; never later than `parent`'s deadline nor than `arrived +`
+///   [`Accept::max_timeout`];
 /// - a [`TraceContext`]: the received trace continued with a new span id for this hop, or a new
 ///   trace when `traceparent` is missing or invalid (`tracestate` is then not read; an invalid
 ///   `tracestate` is dropped);
 /// - the received [`Baggage`], if any (dropped whole when invalid);
-/// - the value of every key `accept` names whose header is present.
+/// - the value of every key `accept` names whose field is present.
 ///
 /// `arrived` is when the request arrived: a budget counts from then, not from when this runs.
 ///
-/// A malformed or repeated `grpc-timeout`, or an accepted key's header that is repeated, longer
-/// than [`MAX_KEY_VALUE_BYTES`], not visible ASCII or rejected by the key's decoder, is an error
-/// naming the header and the value (a server answers it with 400, or gRPC status 13).
+/// A deadline that has already passed gives a context that is already done
+/// ([`Context::err`] is set): the receiver must not start the work.
+///
+/// # Errors
+///
+/// A malformed or repeated `grpc-timeout` (or, for [`DeadlineFormat::Absolute`], a malformed,
+/// repeated or incomplete set of its fields), or an accepted key's field that is repeated,
+/// longer than [`MAX_KEY_VALUE_BYTES`], not visible ASCII or rejected by the key's decoder, is
+/// an error naming the field and the value (a server answers it with 400, or gRPC status 13).
 ///
 /// The handle cancels the request's context; dropping it does too, so keep it for as long as the
 /// request runs. See the [module documentation](self) for an example.
-pub fn extract(
-    headers: &HeaderMap,
+pub fn extract<E: Extractor + ?Sized>(
+    carrier: &E,
     parent: &Context,
     accept: &Accept,
     arrived: Instant,
 ) -> Result<(Context, CancelHandle), PropagationError> {
-    let mut deadline = match single(headers, GRPC_TIMEOUT) {
-        Ok(None) => None,
-        Ok(Some(v)) => arrived.checked_add(GrpcTimeout::decode(v)?),
-        Err(joined) => {
-            return Err(PropagationError::grpc_timeout(&joined, "header repeated"));
+    let budget = match accept.deadlines {
+        DeadlineFormat::Budget => match single(carrier, GRPC_TIMEOUT) {
+            Ok(None) => None,
+            Ok(Some(v)) => Some(GrpcTimeout::decode_bytes(v)?),
+            Err(joined) => {
+                return Err(PropagationError::grpc_timeout(&joined, "header repeated"));
+            }
+        },
+        DeadlineFormat::Absolute => {
+            // The wall clock when the message arrived, for the clock-skew rule.
+            let since = Instant::now().saturating_duration_since(arrived);
+            let now = SystemTime::now()
+                .checked_sub(since)
+                .unwrap_or(SystemTime::now());
+            deadline::read_absolute(carrier, now)?
         }
     };
+    let mut deadline = budget.and_then(|b| arrived.checked_add(b));
     if let Some(max) = accept.max_timeout.and_then(|m| arrived.checked_add(m)) {
         deadline = Some(deadline.map_or(max, |d| d.min(max)));
     }
 
     // Decode every accepted key before making anything.
     let mut texts: Vec<(&AcceptedKey, &str)> = Vec::new();
-    for key in &accept.keys {
-        let bad = |value: &[u8], reason: &str| PropagationError::Key {
-            header: key.header,
-            value: shown(value),
-            reason: reason.to_owned(),
-        };
-        let value = match single(headers, key.name.as_str()) {
+    for key in accept.keys() {
+        let value = match single(carrier, key.header) {
             Ok(None) => continue,
             Ok(Some(v)) => v,
-            Err(joined) => return Err(bad(&joined, "header repeated")),
+            Err(joined) => {
+                return Err(PropagationError::key(
+                    key.header,
+                    &joined,
+                    "header repeated",
+                ));
+            }
         };
-        if value.len() > MAX_KEY_VALUE_BYTES {
-            return Err(bad(value.as_bytes(), "longer than 4096 bytes"));
-        }
-        let Ok(text) = value.to_str() else {
-            return Err(bad(value.as_bytes(), "not visible ASCII"));
-        };
+        check_key_value(key.header, value)?;
+        // Visible ASCII is UTF-8.
+        let text = std::str::from_utf8(value)
+            .map_err(|_| PropagationError::key(key.header, value, "not visible ASCII"))?;
         texts.push((key, text));
     }
 
@@ -433,16 +322,13 @@ pub fn extract(
         None => parent.with_cancel(),
     };
     for (key, text) in texts {
-        ctx = (key.attach)(&ctx, text).map_err(|e| PropagationError::Key {
-            header: key.header,
-            value: shown(text.as_bytes()),
-            reason: e.to_string(),
-        })?;
+        ctx = (key.attach)(&ctx, text)
+            .map_err(|e| PropagationError::key(key.header, text.as_bytes(), e.to_string()))?;
     }
 
-    let trace = match single(headers, TRACEPARENT) {
-        Ok(Some(v)) => TraceParent::decode(v).ok().map(|tp| {
-            let state = TraceState::decode_all(headers.get_all(TRACESTATE)).unwrap_or_default();
+    let trace = match single(carrier, TRACEPARENT) {
+        Ok(Some(v)) => TraceParent::decode_bytes(v).ok().map(|tp| {
+            let state = TraceState::decode_joined(&carrier.get_all(TRACESTATE)).unwrap_or_default();
             TraceContext::child_of(&tp, state)
         }),
         // None, or repeated: invalid.
@@ -450,7 +336,7 @@ pub fn extract(
     };
     ctx = ctx.with_value::<TraceContext>(trace.unwrap_or_else(TraceContext::new_root));
 
-    if let Ok(baggage) = Baggage::decode_all(headers.get_all(BAGGAGE))
+    if let Ok(baggage) = Baggage::decode_joined(&carrier.get_all(BAGGAGE))
         && !baggage.is_empty()
     {
         ctx = ctx.with_value::<Baggage>(baggage);
@@ -458,20 +344,31 @@ pub fn extract(
     Ok((ctx, handle))
 }
 
-/// The one value of header `name`: `Ok(None)` when absent, `Err(all values joined)` when repeated.
-fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h HeaderValue>, Vec<u8>> {
-    let mut all = headers.get_all(name).iter();
-    let Some(first) = all.next() else {
-        return Ok(None);
-    };
-    if all.next().is_none() {
-        return Ok(Some(first));
+/// The one value of field `name`: `Ok(None)` when absent, `Err(all values joined)` when repeated.
+fn single<'c, E: Extractor + ?Sized>(
+    carrier: &'c E,
+    name: &str,
+) -> Result<Option<&'c [u8]>, Vec<u8>> {
+    let mut all = carrier.get_all(name);
+    match all.len() {
+        0 => Ok(None),
+        1 => Ok(all.pop()),
+        _ => Err(all.join(&b","[..])),
     }
-    let joined = headers
-        .get_all(name)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect::<Vec<_>>()
-        .join(&b","[..]);
-    Err(joined)
+}
+
+/// Joins a repeated field's values with `,` (a W3C list split over several headers), failing
+/// with `too_long` past `max` bytes.
+fn join_list(values: &[&[u8]], max: usize) -> Result<Vec<u8>, Vec<u8>> {
+    let mut combined = Vec::new();
+    for v in values {
+        if !combined.is_empty() {
+            combined.push(b',');
+        }
+        combined.extend_from_slice(v);
+        if combined.len() > max {
+            return Err(combined);
+        }
+    }
+    Ok(combined)
 }

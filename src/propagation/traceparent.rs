@@ -4,8 +4,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use http::HeaderValue;
-
 use super::{PropagationError, TraceState};
 use crate::ContextKey;
 
@@ -14,12 +12,17 @@ const LEN_V00: usize = 55;
 /// Longest `traceparent` read at all (higher versions may append fields).
 pub(crate) const MAX_TRACEPARENT_BYTES: usize = 512;
 
-/// A W3C `traceparent` header: version, trace id, parent (span) id and trace flags.
+/// A W3C `traceparent` header: trace id, parent (span) id and trace flags, as version `00`
+/// defines them.
 ///
 /// Parsing is strict, as the specification asks: lower-case hex only, exact field lengths,
 /// all-zero ids and version `ff` are invalid; a version-00 header is exactly 55 characters, while
 /// a higher (unknown) version is read by its version-00 prefix and may carry more fields after a
 /// dash. All flag bits are kept (`0x01` sampled, `0x02` random, and any others).
+///
+/// A value always prints as version `00` with the four fields it understands: a header of a
+/// higher version (`cc-…-01`, `01-…-01-extra`) is forwarded as `00-…-01`, never under a version
+/// whose other fields it would not carry.
 ///
 /// ```
 /// use ctxkit::propagation::TraceParent;
@@ -31,10 +34,14 @@ pub(crate) const MAX_TRACEPARENT_BYTES: usize = 512;
 /// assert_eq!(tp.to_string(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03");
 ///
 /// assert!("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01".parse::<TraceParent>().is_err());
+///
+/// // A higher version is read by its version-00 prefix and forwarded as version 00.
+/// let newer: TraceParent =
+///     "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever".parse().unwrap();
+/// assert_eq!(newer.to_string(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceParent {
-    version: u8,
     trace_id: [u8; 16],
     parent_id: [u8; 8],
     flags: u8,
@@ -53,7 +60,6 @@ impl TraceParent {
         flags: u8,
     ) -> Result<TraceParent, PropagationError> {
         let tp = TraceParent {
-            version: 0,
             trace_id,
             parent_id,
             flags,
@@ -71,11 +77,6 @@ impl TraceParent {
             ));
         }
         Ok(tp)
-    }
-
-    /// The version it was received with (`0` for one made here).
-    pub fn version(&self) -> u8 {
-        self.version
     }
 
     /// The trace id, 16 bytes, never all zero.
@@ -103,12 +104,14 @@ impl TraceParent {
         self.flags & Self::RANDOM != 0
     }
 
-    /// Parses a header value (see the type's documentation for the rules).
-    pub fn decode(value: &HeaderValue) -> Result<TraceParent, PropagationError> {
+    /// [`TraceParent::decode_bytes`] on a header value.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn decode(value: &http::HeaderValue) -> Result<TraceParent, PropagationError> {
         Self::decode_bytes(value.as_bytes())
     }
 
-    /// [`TraceParent::decode`] on raw bytes.
+    /// Parses a `traceparent` value (see the type's documentation for the rules).
     pub fn decode_bytes(s: &[u8]) -> Result<TraceParent, PropagationError> {
         let bad = |reason| Err(PropagationError::traceparent(s, reason));
         if s.len() > MAX_TRACEPARENT_BYTES {
@@ -152,7 +155,6 @@ impl TraceParent {
             return bad("all-zero parent-id");
         }
         Ok(TraceParent {
-            version,
             trace_id,
             parent_id,
             flags,
@@ -160,8 +162,11 @@ impl TraceParent {
     }
 
     /// The header value (always valid).
-    pub fn to_header_value(&self) -> HeaderValue {
-        HeaderValue::try_from(self.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn to_header_value(&self) -> http::HeaderValue {
+        http::HeaderValue::try_from(self.to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static(""))
     }
 }
 
@@ -174,7 +179,9 @@ impl FromStr for TraceParent {
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:02x}-", self.version)?;
+        // Only the version whose fields this value holds: a higher version's extra fields are
+        // not carried, so forwarding its number would be a lie.
+        f.write_str("00-")?;
         write_hex(f, &self.trace_id)?;
         f.write_str("-")?;
         write_hex(f, &self.parent_id)?;
@@ -302,7 +309,6 @@ impl TraceContext {
     /// parent, the same flags.
     pub fn traceparent(&self) -> TraceParent {
         TraceParent {
-            version: 0,
             trace_id: self.trace_id,
             parent_id: self.span_id,
             flags: self.flags,
@@ -356,7 +362,6 @@ mod tests {
     #[test]
     fn parses_and_prints_version_00() {
         let tp = parse(VALID).unwrap();
-        assert_eq!(tp.version(), 0);
         assert_eq!(tp.trace_id()[..2], [0x0a, 0xf7]);
         assert_eq!(tp.parent_id()[7], 0x31);
         assert_eq!(tp.flags(), 1);
@@ -403,12 +408,27 @@ mod tests {
     fn reads_higher_versions_by_their_v00_prefix() {
         let tp =
             parse("cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-ever").unwrap();
-        assert_eq!(tp.version(), 0xcc);
         assert_eq!(tp.flags(), 1);
+        assert_eq!(tp, parse(VALID).unwrap());
         parse("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
         // Still: the flags end the string or are followed by a dash.
         assert!(parse("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01x").is_err());
         assert!(parse("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0").is_err());
+    }
+
+    #[test]
+    fn higher_versions_are_forwarded_as_version_00_with_the_fields_it_understands() {
+        for newer in [
+            "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-ever",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+        ] {
+            let tp = parse(newer).unwrap();
+            assert_eq!(tp.to_string(), VALID, "{newer}");
+            #[cfg(feature = "http")]
+            assert_eq!(tp.to_header_value(), VALID, "{newer}");
+            assert_eq!(parse(&tp.to_string()).unwrap(), tp, "{newer}");
+        }
     }
 
     #[test]

@@ -3,8 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use http::HeaderValue;
-
 use super::PropagationError;
 
 /// Longest combined `tracestate` read at all: 32 members of at most 256 + 1 + 256 characters,
@@ -13,7 +11,7 @@ pub(crate) const MAX_TRACESTATE_BYTES: usize = 32 * 1024;
 
 /// The W3C `tracestate` header: up to 32 vendor `key=value` members, most recent first.
 ///
-/// Several `tracestate` headers are one list, combined in order ([`TraceState::decode_all`]). The
+/// Several `tracestate` headers are one list, combined in order (`decode_all` on HTTP headers; [`extract`](super::extract) on any carrier). The
 /// list is all or nothing: a malformed member, a duplicate key or more than 32 members make the
 /// whole header invalid, and a receiver then drops it (as [`extract`](super::extract) does). It is
 /// only read at all when `traceparent` is valid.
@@ -84,25 +82,30 @@ impl TraceState {
     }
 
     /// Parses one `tracestate` header value.
-    pub fn decode(value: &HeaderValue) -> Result<TraceState, PropagationError> {
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn decode(value: &http::HeaderValue) -> Result<TraceState, PropagationError> {
         Self::decode_bytes(value.as_bytes())
     }
 
     /// Parses the combined values of every `tracestate` header, in order. No header gives an
     /// empty state.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn decode_all<'a>(
-        values: impl IntoIterator<Item = &'a HeaderValue>,
+        values: impl IntoIterator<Item = &'a http::HeaderValue>,
     ) -> Result<TraceState, PropagationError> {
-        let mut combined = Vec::new();
-        for v in values {
-            if !combined.is_empty() {
-                combined.push(b',');
-            }
-            combined.extend_from_slice(v.as_bytes());
-            if combined.len() > MAX_TRACESTATE_BYTES {
-                return Err(PropagationError::tracestate(&combined, "too long"));
-            }
-        }
+        let values: Vec<&[u8]> = values
+            .into_iter()
+            .map(http::HeaderValue::as_bytes)
+            .collect();
+        Self::decode_joined(&values)
+    }
+
+    /// Parses the values of a repeated field as one list, in order.
+    pub(crate) fn decode_joined(values: &[&[u8]]) -> Result<TraceState, PropagationError> {
+        let combined = super::join_list(values, MAX_TRACESTATE_BYTES)
+            .map_err(|long| PropagationError::tracestate(&long, "too long"))?;
         Self::decode_bytes(&combined)
     }
 
@@ -141,12 +144,16 @@ impl TraceState {
         Ok(TraceState { members })
     }
 
+    /// The text to send, or `None` when empty.
+    pub fn to_text(&self) -> Option<String> {
+        (!self.is_empty()).then(|| self.to_string())
+    }
+
     /// The header value, or `None` when empty.
-    pub fn to_header_value(&self) -> Option<HeaderValue> {
-        if self.is_empty() {
-            return None;
-        }
-        HeaderValue::try_from(self.to_string()).ok()
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn to_header_value(&self) -> Option<http::HeaderValue> {
+        http::HeaderValue::try_from(self.to_text()?).ok()
     }
 }
 
@@ -217,11 +224,12 @@ mod tests {
 
     #[test]
     fn combines_headers_in_order() {
-        let a = HeaderValue::from_static("a=1, b=2");
-        let b = HeaderValue::from_static("c=3");
-        let ts = TraceState::decode_all([&a, &b]).unwrap();
+        let ts = TraceState::decode_joined(&[b"a=1, b=2", b"c=3"]).unwrap();
         assert_eq!(ts.to_string(), "a=1,b=2,c=3");
-        assert_eq!(TraceState::decode_all([]).unwrap(), TraceState::default());
+        assert_eq!(
+            TraceState::decode_joined(&[]).unwrap(),
+            TraceState::default()
+        );
     }
 
     #[test]

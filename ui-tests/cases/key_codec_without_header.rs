@@ -1,7 +1,7 @@
 use ctxkit::ContextKey;
 
 #[derive(ContextKey)]
-#[context_key(value = u32, codec = ctxkit::DisplayFromStr)]
+#[context_key(value = u32, codec = ctxkit::propagation::DisplayFromStr)]
 struct Shard;
 
 fn main() {}

@@ -53,11 +53,29 @@ pub(crate) fn parse(attrs: &[Attribute], errors: &mut Errors) -> KeyArgs {
     args
 }
 
-/// Headers with a meaning of their own, which no travelling key may use.
-const RESERVED: [&str; 4] = ["grpc-timeout", "traceparent", "tracestate", "baggage"];
+/// Headers with a meaning of their own, which no travelling key may use. A copy of
+/// `ctxkit::propagation::RESERVED_HEADERS` (a proc-macro crate cannot import it);
+/// `tests/derive.rs` in `ctxkit` checks that the two agree.
+const RESERVED: [&str; 6] = [
+    "grpc-timeout",
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "ctxkit-deadline",
+    "ctxkit-sent",
+];
 
-/// Why `name` cannot be a travelling key's header, if it cannot.
-fn header_problem(name: &str) -> Option<String> {
+/// What to write when `header` is used without ctxkit's `propagation` feature.
+const NEEDS_PROPAGATION: &str = "`header = \"…\"` makes the value travel between processes, which \
+                                 needs ctxkit's `propagation` feature (or `http`, which enables it): \
+                                 `ctxkit = { version = \"…\", features = [\"propagation\"] }`";
+
+/// Why `name` cannot be a travelling key's header, if it cannot; `propagation`: whether ctxkit's
+/// `propagation` feature is on.
+fn header_problem(name: &str, propagation: bool) -> Option<String> {
+    if !propagation {
+        return Some(NEEDS_PROPAGATION.to_owned());
+    }
     if name.is_empty() {
         return Some("the header name is empty".to_owned());
     }
@@ -92,7 +110,7 @@ fn parse_one(meta: &ParseNestedMeta, args: &mut KeyArgs, errors: &mut Errors) ->
         let lit = name_value(meta, "a string: `header = \"x-request-id\"`", |input| {
             input.parse::<syn::LitStr>()
         })?;
-        if let Some(problem) = header_problem(&lit.value()) {
+        if let Some(problem) = header_problem(&lit.value(), cfg!(feature = "propagation")) {
             errors.spanned(&lit, problem);
         }
         set_once(&mut args.header, lit, &meta.path, errors);
@@ -120,4 +138,22 @@ fn parse_one(meta: &ParseNestedMeta, args: &mut KeyArgs, errors: &mut Errors) ->
         return Err(err);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_problem;
+
+    #[test]
+    fn a_header_without_the_propagation_feature_names_the_feature() {
+        let problem = header_problem("x-request-id", false).unwrap();
+        assert!(problem.contains("`propagation` feature"), "{problem}");
+        assert!(
+            problem.contains(r#"features = ["propagation"]"#),
+            "{problem}"
+        );
+        assert_eq!(header_problem("x-request-id", true), None);
+        assert!(header_problem("X-Request-Id", true).is_some());
+        assert!(header_problem("ctxkit-deadline", true).is_some());
+    }
 }

@@ -44,7 +44,13 @@ pub(crate) fn key(checked: &Checked, args: &KeyArgs) -> TokenStream {
     let (impl_generics, _, where_clause) = generics.split_for_impl();
 
     let value_item = quote_spanned!(value_span=> type Value = #value;);
-    let travel_items = args.header.as_ref().map(|header| {
+    // Without ctxkit's `propagation` feature the trait has no travel items: `header` was
+    // reported (args.rs), and the rest expands as for a key that stays in the process.
+    let header = args
+        .header
+        .as_ref()
+        .filter(|_| cfg!(feature = "propagation"));
+    let travel_items = header.map(|header| {
         let codec = match &args.codec {
             Some(path) => quote!(#path),
             None => quote!(#private::DisplayFromStr),

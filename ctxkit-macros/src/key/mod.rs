@@ -20,3 +20,21 @@ pub(crate) fn derive(input: syn::DeriveInput) -> TokenStream {
     out.extend(errors.into_compile_errors());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::derive;
+
+    /// With ctxkit's `propagation` feature (on whenever ctxkit's is) the header is recorded.
+    #[cfg(feature = "propagation")]
+    #[test]
+    fn a_header_is_recorded_on_the_key() {
+        let out = derive(syn::parse_quote! {
+            #[context_key(value = u64, header = "x-request-id")]
+            struct RequestId;
+        })
+        .to_string();
+        assert!(out.contains("const HEADER"), "{out}");
+        assert!(!out.contains("compile_error"), "{out}");
+    }
+}
