@@ -24,9 +24,10 @@ use crate::{Context, Error};
 ///   dropped.
 /// - If the context is done already, `f` is not started at all.
 /// - A panic in `f` resumes in the task that awaits the returned future.
-/// - Like `tokio::task::spawn_blocking`, `f` starts at once, whether or not the future is
-///   awaited. If the runtime shuts down before `f` could start, the future returns
-///   `Err(Error::Canceled)`.
+/// - Like any future (and unlike `tokio::task::spawn_blocking`), nothing happens until it is
+///   first polled: the context is read then, so `ctx.scope(ctxkit::spawn_blocking(f))` runs `f`
+///   under `ctx`, and `f` is started then. If the runtime shuts down before `f` could start,
+///   the future returns `Err(Error::Canceled)`.
 ///
 /// Ties follow the crate's [fairness rule](Context::run): when `f` returns while the context is
 /// being cancelled, the cancellation wins and `f`'s result is dropped.
@@ -50,21 +51,30 @@ use crate::{Context, Error};
 /// let done = ctx.scope(ctxkit::spawn_blocking(|| crunch(3))).await;
 /// assert_eq!(done, Ok(Ok(3)));
 ///
-/// let slow = ctx.scope(ctxkit::spawn_blocking(|| crunch(1_000_000)));
+/// let slow = tokio::spawn(ctx.scope(ctxkit::spawn_blocking(|| crunch(1_000_000))));
+/// tokio::task::yield_now().await; // `crunch` starts
 /// cancel.cancel();
-/// assert_eq!(slow.await, Err(Error::Canceled)); // at once; `crunch` stops at its next check
+/// assert_eq!(slow.await.unwrap(), Err(Error::Canceled)); // at once; `crunch` stops at its next check
 /// # }
 /// ```
 ///
 /// # Panics
 ///
-/// Outside a tokio runtime, like `tokio::task::spawn_blocking`.
-#[track_caller]
+/// When first polled outside a tokio runtime, like `tokio::task::spawn_blocking`.
 pub fn spawn_blocking<F, T>(f: F) -> SpawnBlocking<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    SpawnBlocking {
+        start: Some(Box::new(f)),
+        run: None,
+    }
+}
+
+/// Starts `f` with the current context current, unless that context is done already; the race
+/// against that context.
+fn start<T: Send + 'static>(f: Box<dyn FnOnce() -> T + Send>) -> Run<Join<T>> {
     let current = Context::try_current();
     let ctx = current.clone().unwrap_or_default();
     let handle = (!ctx.is_done()).then(|| {
@@ -73,25 +83,32 @@ where
             None => f(),
         })
     });
-    SpawnBlocking {
-        run: ctx.run(Join(handle)),
-    }
+    ctx.run(Join(handle))
 }
 
 /// The future returned by [`spawn_blocking`]: the closure's result, or the context's error as
 /// soon as the context is done.
 #[pin_project]
-#[must_use = "the closure runs anyway; the future only waits for it"]
+#[must_use = "futures do nothing unless polled: the closure starts at the first poll"]
 pub struct SpawnBlocking<T> {
+    /// The closure, until the first poll starts it.
+    start: Option<Box<dyn FnOnce() -> T + Send>>,
     #[pin]
-    run: Run<Join<T>>,
+    run: Option<Run<Join<T>>>,
 }
 
-impl<T> Future for SpawnBlocking<T> {
+impl<T: Send + 'static> Future for SpawnBlocking<T> {
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T, Error>> {
-        let joined = match self.project().run.poll(cx) {
+        let mut this = self.project();
+        if let Some(f) = this.start.take() {
+            this.run.set(Some(start(f)));
+        }
+        let Some(run) = this.run.as_pin_mut() else {
+            panic!("SpawnBlocking polled after completion");
+        };
+        let joined = match run.poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(r) => r,
         };
