@@ -54,16 +54,20 @@ impl Context {
     ///     }
     /// }
     ///
+    /// /// `StreamExt::next` without the `futures` crate.
+    /// async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+    ///     std::future::poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
+    /// }
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let (ctx, cancel) = Context::background().with_cancel();
     /// let mut numbers = Box::pin(ctx.until_done(Count(0)));
-    /// let mut next = || std::future::poll_fn(|cx| numbers.as_mut().poll_next(cx));
-    /// assert_eq!(next().await, Some(Ok(0)));
-    /// assert_eq!(next().await, Some(Ok(1)));
+    /// assert_eq!(next(&mut numbers).await, Some(Ok(0)));
+    /// assert_eq!(next(&mut numbers).await, Some(Ok(1)));
     /// cancel.cancel();
-    /// assert_eq!(next().await, Some(Err(Error::Canceled)));
-    /// assert_eq!(next().await, None);
+    /// assert_eq!(next(&mut numbers).await, Some(Err(Error::Canceled)));
+    /// assert_eq!(next(&mut numbers).await, None);
     /// # }
     /// ```
     pub fn until_done<S: Stream>(&self, stream: S) -> UntilDone<S> {

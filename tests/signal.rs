@@ -1,7 +1,7 @@
 //! `signal::notify` with real signals: sent to this test process (the tests that listen take
 //! turns, since a signal reaches every listener of the process), or to a child process that
 //! re-runs this binary for the cases that end the process.
-#![cfg(unix)]
+#![cfg(all(unix, feature = "signal"))]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;

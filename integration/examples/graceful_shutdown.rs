@@ -103,8 +103,7 @@ pub async fn last_line(mut conn: TcpStream) -> io::Result<String> {
     let text = String::from_utf8_lossy(&rest);
     Ok(text
         .lines()
-        .filter(|l| l.starts_with("tick") || l.starts_with("stopped"))
-        .last()
+        .rfind(|l| l.starts_with("tick") || l.starts_with("stopped"))
         .unwrap_or_default()
         .to_owned())
 }
