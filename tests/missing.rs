@@ -85,7 +85,9 @@ fn a_context_that_is_current_is_not_reported() {
     let seen = collect();
     let before = seen.lock().unwrap().len();
     let (ctx, _cancel) = Context::background().with_cancel();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(ctx.scope(async { Context::current() }));
     ctx.sync_scope(Context::current);
     assert_eq!(seen.lock().unwrap().len(), before);

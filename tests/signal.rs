@@ -325,6 +325,9 @@ async fn signal_child() {
                 let (again, _stop) = signal::notify(&Context::background(), &signals);
                 println!("@ready");
                 again.done().await;
+                // tokio's action now comes before ctxkit's re-added one, as when tokio listened
+                // first: the listener may still be settling when the context is done.
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 println!("@first: {}", again.cause().unwrap());
                 tokio::time::sleep(PATIENCE * 2).await;
                 println!("@survived");
