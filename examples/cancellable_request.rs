@@ -1,17 +1,17 @@
 //! The talk's main example, "Cancellable Request", in Rust.
 //!
 //! A request starts with a timeout and carries its id in its context under a typed key. The
-//! server reads the id (no id, no processing), spawns the slow event processing under the
-//! request's context and waits for whichever comes first: the result, or the context being done.
-//! On cancellation it cleans up (the talk's `cancelRequestAndCleanup`), waits for the processing
-//! task to finish (the talk's `<-p`) and returns the context's error.
+//! server is the talk's `processor.Server` without the goroutine, the channel and the `select`:
+//! it is `#[cancellable]`, so each of its `.await`s is raced against the request's context. When
+//! the request ends first, the call returns the context's error at the await it was waiting on,
+//! dropping the processing in flight there (the talk's `<-p`: once the server returns, nothing of
+//! the processing runs any more). A `Cleanup` guard does the talk's `cancelRequestAndCleanup`
+//! when the call ends early, and `#[shield]` keeps the final commit whole even if the request ends
+//! while it runs.
 //!
-//! The slow steps are a `#[cancellable]` fn: its plain `.await`s end as soon as the request is
-//! done. The server keeps Go's explicit `select` on `done()`, because it has work to do after the
-//! cancellation (clean up, then wait), where a `#[cancellable]` fn would return at once.
-//!
-//! Four requests show it: a fast one, a slow one that hits its deadline, one whose client hangs
-//! up (and where that came from), and one without a valid id.
+//! Five requests show it: a fast one, a slow one that hits its deadline, one whose client hangs
+//! up (and where that came from), one whose deadline passes during the commit, and one without a
+//! valid id.
 //!
 //! Run it with `cargo run --example cancellable_request`.
 
@@ -73,8 +73,8 @@ pub fn get_id_from_event(event: &Event) -> Option<RequestId> {
 /// How long one processing step takes.
 pub const STEP: Duration = Duration::from_millis(40);
 
-/// How long the processing takes to undo its partial work once stopped.
-pub const ROLLBACK: Duration = Duration::from_millis(5);
+/// How long each of the commit's two writes takes.
+pub const COMMIT_WRITE: Duration = Duration::from_millis(20);
 
 /// What the server answers when the processing finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,92 +123,136 @@ impl std::error::Error for ServerError {
 pub struct Processor {
     in_flight: Arc<AtomicUsize>,
     cleaned_up: Arc<Mutex<Vec<String>>>,
+    stored: Arc<Mutex<Vec<Status>>>,
+    acknowledged: Arc<Mutex<Vec<String>>>,
 }
 
 impl Processor {
-    /// The talk's `processor.Server`.
+    /// The talk's `processor.Server`: every `.await` here is raced against `ctx`, so no
+    /// goroutine, no channel and no `select` on `ctx.Done()` are needed.
+    #[cancellable]
     pub async fn server(&self, ctx: &Context, event: &Event) -> Result<Status, ServerError> {
-        let Some(RequestId(id)) = RequestId::get(ctx) else {
-            return Err(ServerError::NoRequestId);
-        };
-        let event_id = match &event.payload {
-            Payload::Downstream1 { event_id } => event_id.clone(),
-            Payload::Downstream2 { seq } => format!("ds2-{seq}"),
-        };
+        let RequestId(id) = *RequestId::get(ctx).ok_or(ServerError::NoRequestId)?;
+        let event_id = event.id();
         say!(ctx, "server: request {id}, processing {event_id}");
-
-        // The highly latent processing runs as its own task, under the request's context: it
-        // sees the request's values and is cancelled with it.
-        let mut p =
-            tokio::spawn(ctx.scope(self.clone().process_event(event_id.clone(), event.steps)));
-
-        // Wait till the event is either processed or the request is done.
-        tokio::select! {
-            biased; // the cancellation wins a tie
-            () = ctx.done() => {
-                self.cancel_request_and_cleanup(ctx, &event_id);
-                let _ = (&mut p).await; // <-p: the processing task has ended when we return
-                say!(ctx, "server: processing task has ended");
-                Err(ctx.err().expect("done").into())
-            }
-            processed = &mut p => processed.expect("the processing task panicked"),
-        }
+        let cleanup = Cleanup::arm(self, ctx, &event_id); // runs if the call ends early
+        let status = self.process_event(&event_id, event.steps).await?; // the request's end stops it here
+        #[shield(timeout = "100ms")]
+        self.commit(&status).await?; // once started, the commit finishes
+        cleanup.disarm();
+        Ok(status)
     }
 
-    /// The processing task: runs the steps and, when the request ends first, undoes the partial
-    /// work before it ends (the server waits for that: the talk's `<-p`).
-    async fn process_event(self, event_id: String, steps: u32) -> Result<Status, ServerError> {
+    /// The highly latent processing: `steps` steps of [`STEP`]. It takes the request's context
+    /// as the current one, so it stops with the server.
+    #[cancellable]
+    async fn process_event(&self, event_id: &str, steps: u32) -> Result<Status, ServerError> {
         let _in_flight = InFlight::enter(&self.in_flight);
-        let ctx = Context::current(); // the request's context, carried into this task
-        let mut done = 0;
-        let processed = run_steps(&event_id, steps, &mut done).await;
-        if let Err(e) = &processed {
-            say!(&ctx, "processor: stopped after {done}/{steps} steps: {e}");
-            tokio::time::sleep(ROLLBACK).await; // undoing takes a moment too
+        for step in 1..=steps {
+            tokio::time::sleep(STEP).await;
             say!(
-                &ctx,
-                "processor: rolled back the partial work on {event_id}"
+                &Context::current(),
+                "processor: step {step}/{steps} of {event_id} done"
             );
         }
-        processed
+        Ok(Status {
+            event_id: event_id.to_string(),
+            steps,
+        })
     }
 
-    /// The talk's `cancelRequestAndCleanup`: tell upstream to forget the event, free its buffers.
-    fn cancel_request_and_cleanup(&self, ctx: &Context, event_id: &str) {
-        say!(ctx, "server: request done early, cleaning up {event_id}");
-        self.cleaned_up.lock().unwrap().push(event_id.to_string());
+    /// Stores the result, then acknowledges the event upstream: two writes that must not be
+    /// separated (a stored but unacknowledged event would be processed again). Under the
+    /// server's `#[shield]` its current context is one the request's end does not cancel.
+    #[cancellable]
+    async fn commit(&self, status: &Status) -> Result<(), ServerError> {
+        tokio::time::sleep(COMMIT_WRITE).await;
+        self.stored.lock().unwrap().push(status.clone());
+        tokio::time::sleep(COMMIT_WRITE).await;
+        let event_id = status.event_id.clone();
+        say!(&Context::current(), "server: committed {event_id}");
+        self.acknowledged.lock().unwrap().push(event_id);
+        Ok(())
     }
 
-    /// Processing tasks still running.
+    /// Processings still running.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// The events whose processing was cleaned up after a cancellation, oldest first.
+    /// The events whose processing was cleaned up after the server stopped early, oldest first.
     pub fn cleaned_up(&self) -> Vec<String> {
         self.cleaned_up.lock().unwrap().clone()
     }
-}
 
-/// The slow part: `steps` calls of [`STEP`] each. Being `#[cancellable]`, every `.await` here is
-/// raced against the current context (the request's), so the loop ends with the request.
-#[cancellable]
-async fn run_steps(event_id: &str, steps: u32, done: &mut u32) -> Result<Status, ServerError> {
-    for step in 1..=steps {
-        tokio::time::sleep(STEP).await;
-        *done = step;
-        say!(
-            &Context::current(),
-            "processor: step {step}/{steps} of {event_id} done"
-        );
+    /// The results stored by a commit, oldest first.
+    pub fn stored(&self) -> Vec<Status> {
+        self.stored.lock().unwrap().clone()
     }
-    Ok(Status {
-        event_id: event_id.to_string(),
-        steps,
-    })
+
+    /// The events acknowledged upstream by a commit, oldest first.
+    pub fn acknowledged(&self) -> Vec<String> {
+        self.acknowledged.lock().unwrap().clone()
+    }
 }
 
-/// Counts a processing task as running until it ends (however it ends).
+impl Event {
+    /// The event's id, whichever downstream sent it.
+    pub fn id(&self) -> String {
+        match &self.payload {
+            Payload::Downstream1 { event_id } => event_id.clone(),
+            Payload::Downstream2 { seq } => format!("ds2-{seq}"),
+        }
+    }
+}
+
+/// The talk's `cancelRequestAndCleanup`, as a guard: armed when the processing starts and
+/// disarmed once the result is committed. Dropped armed, that is when the server's call ends
+/// early (its context ended during an await, or an error returned), it tells upstream to forget
+/// the event and frees its buffers. It runs as the call returns, after the in-flight processing
+/// was dropped.
+struct Cleanup<'a> {
+    processor: &'a Processor,
+    ctx: &'a Context,
+    event_id: &'a str,
+    armed: bool,
+}
+
+impl<'a> Cleanup<'a> {
+    fn arm(processor: &'a Processor, ctx: &'a Context, event_id: &'a str) -> Self {
+        Cleanup {
+            processor,
+            ctx,
+            event_id,
+            armed: true,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let why = self
+            .ctx
+            .err()
+            .map_or_else(|| "an error".to_string(), |e| e.to_string());
+        say!(
+            self.ctx,
+            "server: request ended early ({why}), cleaning up {}",
+            self.event_id
+        );
+        let mut cleaned_up = self.processor.cleaned_up.lock().unwrap();
+        cleaned_up.push(self.event_id.to_string());
+    }
+}
+
+/// Counts a processing as running until it ends (however it ends).
 struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
@@ -245,12 +289,20 @@ pub async fn start_request(
 
     let result = processor.server(&ctx, event).await;
     match &result {
-        Ok(status) => say!(
-            &ctx,
-            "done: {} processed in {} steps",
-            status.event_id,
-            status.steps
-        ),
+        Ok(status) => {
+            say!(
+                &ctx,
+                "done: {} processed in {} steps",
+                status.event_id,
+                status.steps
+            );
+            if let Some(e) = ctx.err() {
+                say!(
+                    &ctx,
+                    "the request ended during the commit ({e}), which finished anyway"
+                );
+            }
+        }
         Err(e) => {
             say!(&ctx, "failed: {e}");
             if let Some(cause) = ctx.cause() {
@@ -290,7 +342,7 @@ impl fmt::Display for ClientHungUp {
 
 impl std::error::Error for ClientHungUp {}
 
-/// The demo's four requests, one after the other; returns each one's result.
+/// The demo's five requests, one after the other; returns each one's result.
 pub async fn demo(processor: &Processor) -> Vec<Result<Status, ServerError>> {
     let mut results = Vec::new();
 
@@ -329,10 +381,21 @@ pub async fn demo(processor: &Processor) -> Vec<Result<Status, ServerError>> {
     results.push(start_request(&conn, processor, &event, Duration::from_millis(300)).await);
     client.await.expect("the client task panicked");
 
-    println!("\n4. A request whose id is not a UUID.");
+    println!(
+        "\n4. A request whose deadline (140ms) passes during its commit, after 3 steps of {STEP:?}."
+    );
+    let event = Event {
+        request_id: "5d2c1b0a-9e8f-4a7b-8c6d-1e2f3a4b5c6d",
+        payload: Payload::Downstream2 { seq: 20 },
+        steps: 3,
+    };
+    let conn = Context::background();
+    results.push(start_request(&conn, processor, &event, Duration::from_millis(140)).await);
+
+    println!("\n5. A request whose id is not a UUID.");
     let event = Event {
         request_id: "not-a-uuid",
-        payload: Payload::Downstream2 { seq: 20 },
+        payload: Payload::Downstream2 { seq: 21 },
         steps: 3,
     };
     let conn = Context::background();
@@ -355,8 +418,9 @@ async fn main() {
         }
     }
     println!(
-        "  processing tasks still running: {}; cleaned up after cancellation: {:?}",
+        "  processings still running: {}; cleaned up: {:?}; committed: {:?}",
         processor.in_flight(),
-        processor.cleaned_up()
+        processor.cleaned_up(),
+        processor.acknowledged()
     );
 }

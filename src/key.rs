@@ -142,3 +142,13 @@ pub(crate) fn travel<K: ContextKey>(
     let header = K::HEADER?;
     Some((header, value.downcast_ref::<K::Value>().and_then(K::encode)))
 }
+
+/// Bound of `K::current()` in the derive's expansion: the value is cloned out of the context, so
+/// it must be `Clone`. Its own trait so the error says what to do.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not `Clone`, so `current()` cannot copy it out of the context",
+    label = "`K::current()` needs a `Clone` value",
+    note = "derive or implement `Clone` for `{Self}`, store an `Arc<{Self}>`, or borrow it with `K::get(&Context::current())`"
+)]
+pub trait CurrentValue: Clone {}
+impl<T: Clone> CurrentValue for T {}

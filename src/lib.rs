@@ -95,6 +95,7 @@ mod after;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 mod blocking;
+mod cancellable_call;
 mod checkpoint;
 mod context;
 mod done;
@@ -120,6 +121,9 @@ pub mod signal;
 mod stream;
 mod sync;
 mod task_set;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 pub mod thread;
 mod timer;
 #[cfg(feature = "tokio-util")]

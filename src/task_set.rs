@@ -26,9 +26,9 @@ use crate::{CancelHandle, Context};
 /// use ctxkit::{Context, TaskSet, cancellable};
 ///
 /// #[cancellable]
-/// async fn fetch(id: u32) -> u32 {
+/// async fn fetch(id: u32) -> Result<u32, ctxkit::Error> {
 ///     tokio::time::sleep(Duration::from_millis(u64::from(10 * id))).await;
-///     id * 100
+///     Ok(id * 100)
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]

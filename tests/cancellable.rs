@@ -20,13 +20,13 @@ impl Drop for DropFlag {
 }
 
 #[cancellable]
-async fn two_steps(ctx: &Context, steps: &AtomicUsize) -> usize {
+async fn two_steps(ctx: &Context, steps: &AtomicUsize) -> Result<usize, Error> {
     sleep(Duration::from_millis(10)).await;
     steps.fetch_add(1, Ordering::SeqCst);
     sleep(Duration::from_millis(10)).await;
     steps.fetch_add(1, Ordering::SeqCst);
     let _ = ctx;
-    steps.load(Ordering::SeqCst)
+    Ok(steps.load(Ordering::SeqCst))
 }
 
 #[tokio::test(start_paused = true)]
@@ -39,13 +39,17 @@ async fn runs_to_completion_when_not_cancelled() {
 #[tokio::test(start_paused = true)]
 async fn cancellation_between_awaits_stops_at_the_next_await() {
     #[cancellable]
-    async fn steps(cancel_after_first: &ctxkit::CancelHandle, steps: &AtomicUsize) {
+    async fn steps(
+        cancel_after_first: &ctxkit::CancelHandle,
+        steps: &AtomicUsize,
+    ) -> Result<(), Error> {
         sleep(Duration::from_millis(10)).await;
         steps.fetch_add(1, Ordering::SeqCst);
         cancel_after_first.cancel(); // cancelled between two awaits
         steps.fetch_add(1, Ordering::SeqCst); // no await in between: still runs
         sleep(Duration::from_millis(10)).await;
         steps.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
     let n = AtomicUsize::new(0);
     let (ctx, cancel) = Context::background().with_cancel();
@@ -57,10 +61,11 @@ async fn cancellation_between_awaits_stops_at_the_next_await() {
 #[tokio::test(start_paused = true)]
 async fn mid_await_cancellation_drops_the_in_flight_future_at_once() {
     #[cancellable]
-    async fn hold(flag: Arc<AtomicBool>) {
+    async fn hold(flag: Arc<AtomicBool>) -> Result<(), Error> {
         let guard = DropFlag(flag);
         std::future::pending::<()>().await;
         drop(guard);
+        Ok(())
     }
     let flag = Arc::new(AtomicBool::new(false));
     let (ctx, cancel) = Context::background().with_cancel();
@@ -85,8 +90,9 @@ fn futures_poll<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
 #[tokio::test(start_paused = true)]
 async fn an_already_cancelled_context_never_runs_the_body() {
     #[cancellable]
-    async fn body_runs(ran: &AtomicBool) {
+    async fn body_runs(ran: &AtomicBool) -> Result<(), Error> {
         ran.store(true, Ordering::SeqCst);
+        Ok(())
     }
     let ran = AtomicBool::new(false);
     let (ctx, cancel) = Context::background().with_cancel();
@@ -98,10 +104,14 @@ async fn an_already_cancelled_context_never_runs_the_body() {
 #[tokio::test(start_paused = true)]
 async fn cancellation_wins_over_a_ready_future() {
     #[cancellable]
-    async fn ready_after_cancel(cancel: ctxkit::CancelHandle, reached: &AtomicBool) {
+    async fn ready_after_cancel(
+        cancel: ctxkit::CancelHandle,
+        reached: &AtomicBool,
+    ) -> Result<(), Error> {
         cancel.cancel();
         std::future::ready(()).await; // ready, but the context is done: not polled
         reached.store(true, Ordering::SeqCst);
+        Ok(())
     }
     let reached = AtomicBool::new(false);
     let (ctx, cancel) = Context::background().with_cancel();
@@ -114,9 +124,9 @@ async fn cancellation_wins_over_a_ready_future() {
 struct Trace(&'static str);
 
 #[cancellable]
-async fn inner_sees(expected: &Context) -> bool {
+async fn inner_sees(expected: &Context) -> Result<bool, Error> {
     sleep(Duration::from_millis(1)).await;
-    Context::current().same(expected) && Trace::current() == Some(Trace("outer"))
+    Ok(Context::current().same(expected) && Trace::current() == Some(Trace("outer")))
 }
 
 #[cancellable]
@@ -134,7 +144,7 @@ async fn nested_calls_share_the_context() {
 #[tokio::test(start_paused = true)]
 async fn cancelling_the_caller_stops_the_nested_callee() {
     #[cancellable]
-    async fn callee(steps: &AtomicUsize) {
+    async fn callee(steps: &AtomicUsize) -> Result<(), Error> {
         loop {
             sleep(Duration::from_millis(10)).await;
             steps.fetch_add(1, Ordering::SeqCst);
@@ -159,8 +169,9 @@ async fn cancelling_the_caller_stops_the_nested_callee() {
 #[tokio::test(start_paused = true)]
 async fn the_implicit_context_is_read_at_the_first_poll() {
     #[cancellable]
-    async fn slow() {
+    async fn slow() -> Result<(), Error> {
         sleep(Duration::from_secs(10)).await;
+        Ok(())
     }
     let fut = slow(); // made outside any scope
     let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(5));
@@ -172,9 +183,9 @@ async fn the_implicit_context_is_read_at_the_first_poll() {
 #[tokio::test(start_paused = true)]
 async fn the_explicit_context_wins_over_the_current_one() {
     #[cancellable]
-    async fn by_value(ctx: Context) -> bool {
+    async fn by_value(ctx: Context) -> Result<bool, Error> {
         sleep(Duration::from_millis(1)).await;
-        Context::current().same(&ctx)
+        Ok(Context::current().same(&ctx))
     }
     let (explicit, _a) = Context::background().with_cancel();
     let (current, cancel_current) = Context::background().with_cancel();
@@ -183,9 +194,9 @@ async fn the_explicit_context_wins_over_the_current_one() {
 }
 
 #[cancellable(timeout = "50ms")]
-async fn bounded(work: Duration) -> u8 {
+async fn bounded(work: Duration) -> Result<u8, Error> {
     sleep(work).await;
-    7
+    Ok(7)
 }
 
 #[tokio::test(start_paused = true)]
@@ -204,8 +215,9 @@ async fn the_timeout_argument_gives_deadline_exceeded() {
 #[tokio::test(start_paused = true)]
 async fn a_parents_earlier_deadline_wins_over_the_timeout_argument() {
     #[cancellable(timeout = "10s")]
-    async fn generous() {
+    async fn generous() -> Result<(), Error> {
         sleep(Duration::from_secs(60)).await;
+        Ok(())
     }
     let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(20));
     let start = Instant::now();
@@ -224,7 +236,7 @@ async fn the_timeout_argument_leaves_the_parent_alone() {
 #[tokio::test(start_paused = true)]
 async fn a_shield_finishes_its_statement_then_the_next_await_returns_the_error() {
     #[cancellable]
-    async fn commit(log: &std::sync::Mutex<Vec<&'static str>>) {
+    async fn commit(log: &std::sync::Mutex<Vec<&'static str>>) -> Result<(), Error> {
         log.lock().unwrap().push("start");
         #[shield]
         let flushed = {
@@ -238,6 +250,7 @@ async fn a_shield_finishes_its_statement_then_the_next_await_returns_the_error()
         log.lock().unwrap().push("after shield"); // no await since the shield: runs
         sleep(Duration::from_millis(1)).await; // the error comes here
         log.lock().unwrap().push("never");
+        Ok(())
     }
     let log = std::sync::Mutex::new(Vec::new());
     let (ctx, cancel) = Context::background().with_cancel();
@@ -256,9 +269,9 @@ async fn a_shield_finishes_its_statement_then_the_next_await_returns_the_error()
 }
 
 #[cancellable]
-async fn sees_no_cancellation() -> (bool, Option<Error>) {
+async fn sees_no_cancellation() -> Result<(bool, Option<Error>), Error> {
     sleep(Duration::from_millis(30)).await;
-    (Context::current().is_done(), Context::current().err())
+    Ok((Context::current().is_done(), Context::current().err()))
 }
 
 #[tokio::test(start_paused = true)]
@@ -292,13 +305,17 @@ async fn shielded_awaits_see_a_context_without_cancel() {
 #[tokio::test(start_paused = true)]
 async fn a_bounded_shield_ends_the_call_at_its_own_deadline() {
     #[cancellable]
-    async fn cleanup(done: &AtomicBool, seen_deadline: &std::sync::Mutex<Option<Instant>>) {
+    async fn cleanup(
+        done: &AtomicBool,
+        seen_deadline: &std::sync::Mutex<Option<Instant>>,
+    ) -> Result<(), Error> {
         #[shield(timeout = "100ms")]
         {
             *seen_deadline.lock().unwrap() = ctx_deadline().await;
             sleep(Duration::from_secs(10)).await;
             done.store(true, Ordering::SeqCst);
         }
+        Ok(())
     }
     async fn ctx_deadline() -> Option<Instant> {
         Context::current().deadline()
@@ -320,13 +337,13 @@ async fn a_bounded_shield_ends_the_call_at_its_own_deadline() {
 #[tokio::test(start_paused = true)]
 async fn a_bounded_shield_that_finishes_in_time_behaves_like_a_shield() {
     #[cancellable]
-    async fn flush(log: &std::sync::Mutex<Vec<&'static str>>) -> u8 {
+    async fn flush(log: &std::sync::Mutex<Vec<&'static str>>) -> Result<u8, Error> {
         #[shield(timeout = "1s")]
         sleep(Duration::from_millis(100)).await; // the caller cancels at 50ms
         log.lock().unwrap().push("flushed");
         sleep(Duration::from_millis(1)).await;
         log.lock().unwrap().push("never");
-        1
+        Ok(1)
     }
     let log = std::sync::Mutex::new(Vec::new());
     let (ctx, cancel) = Context::background().with_cancel();
@@ -342,10 +359,10 @@ async fn a_bounded_shield_that_finishes_in_time_behaves_like_a_shield() {
 #[tokio::test(start_paused = true)]
 async fn a_shielded_tail_expression_is_the_fns_value() {
     #[cancellable]
-    async fn last(ctx: &Context) -> u8 {
+    async fn last(ctx: &Context) -> Result<u8, Error> {
         let _ = ctx;
         #[shield]
-        async { 5 }.await
+        async { Ok(5) }.await
     }
     assert_eq!(last(&Context::background()).await, Ok(5));
 }
@@ -353,12 +370,13 @@ async fn a_shielded_tail_expression_is_the_fns_value() {
 #[tokio::test(start_paused = true)]
 async fn a_shield_over_a_macro_keeps_the_call_alive_inside_it() {
     #[cancellable]
-    async fn drain(done: &AtomicBool) {
+    async fn drain(done: &AtomicBool) -> Result<(), Error> {
         #[shield]
         tokio::select! {
             _ = sleep(Duration::from_millis(100)) => done.store(true, Ordering::SeqCst),
         }
         sleep(Duration::from_millis(1)).await;
+        Ok(())
     }
     let done = AtomicBool::new(false);
     let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(10));
@@ -387,8 +405,9 @@ mod reexported {
 #[tokio::test(start_paused = true)]
 async fn the_crate_argument_reaches_the_runtime_through_a_reexport() {
     #[cancellable(crate = reexported::kit, timeout = "5ms")]
-    async fn slow() {
+    async fn slow() -> Result<(), Error> {
         sleep(Duration::from_secs(1)).await;
+        Ok(())
     }
     assert_eq!(slow().await, Err(Error::DeadlineExceeded));
 }
@@ -396,9 +415,10 @@ async fn the_crate_argument_reaches_the_runtime_through_a_reexport() {
 #[tokio::test(start_paused = true)]
 async fn a_cancellation_wakes_a_call_parked_on_a_future_that_never_wakes() {
     #[cancellable]
-    async fn parked(flag: Arc<AtomicBool>) {
+    async fn parked(flag: Arc<AtomicBool>) -> Result<(), Error> {
         let _guard = DropFlag(flag);
         std::future::pending::<()>().await;
+        Ok(())
     }
     let flag = Arc::new(AtomicBool::new(false));
     let (ctx, cancel) = Context::background().with_cancel();
@@ -410,4 +430,64 @@ async fn a_cancellation_wakes_a_call_parked_on_a_future_that_never_wakes() {
     let result = tokio::time::timeout(Duration::from_secs(1), task).await;
     assert_eq!(result.expect("woken").unwrap(), Err(Error::Canceled));
     assert!(flag.load(Ordering::SeqCst));
+}
+
+/// The context parameter cannot be rebound (a compile error, `ui-tests`); these are the ways the
+/// error message points to, and they do apply the shorter deadline.
+#[tokio::test(start_paused = true)]
+async fn a_derived_deadline_applies_through_a_nested_fn_or_run() {
+    #[cancellable]
+    async fn slow_part(ctx: &Context) -> Result<(), Error> {
+        let _ = ctx;
+        sleep(Duration::from_millis(700)).await;
+        Ok(())
+    }
+    #[cancellable]
+    async fn through_a_nested_fn(ctx: &Context) -> Result<(), Error> {
+        let (child, _cancel) = ctx.with_timeout(Duration::from_millis(100));
+        slow_part(&child).await
+    }
+    #[cancellable]
+    async fn through_run(ctx: &Context) -> Result<(), Error> {
+        let (child, _cancel) = ctx.with_timeout(Duration::from_millis(100));
+        child.run(sleep(Duration::from_millis(700))).await?;
+        Ok(())
+    }
+    let ctx = Context::background();
+    let start = Instant::now();
+    assert_eq!(
+        through_a_nested_fn(&ctx).await,
+        Err(Error::DeadlineExceeded)
+    );
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    let start = Instant::now();
+    assert_eq!(through_run(&ctx).await, Err(Error::DeadlineExceeded));
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_locals_drop_sees_the_call_cancelled_and_its_context_current() {
+    struct Guard<'a>(&'a std::sync::Mutex<Option<(Option<Error>, bool)>>, Context);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            let current = Context::current();
+            *self.0.lock().unwrap() = Some((current.err(), current.same(&self.1)));
+        }
+    }
+    #[cancellable]
+    async fn guarded(
+        ctx: &Context,
+        seen: &std::sync::Mutex<Option<(Option<Error>, bool)>>,
+    ) -> Result<(), Error> {
+        let _guard = Guard(seen, ctx.clone());
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+    let seen = std::sync::Mutex::new(None);
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(10));
+    assert_eq!(guarded(&ctx, &seen).await, Err(Error::DeadlineExceeded));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some((Some(Error::DeadlineExceeded), true))
+    );
 }

@@ -1,5 +1,5 @@
 //! `#[cancellable]` on every kind of fn: methods, traits, generics, return types. Each compiles
-//! and behaves like a free fn.
+//! and behaves like a free fn, with its signature exactly as written.
 
 use std::fmt::Display;
 use std::io;
@@ -28,9 +28,9 @@ impl Counter {
     /// Docs and attributes stay on the fn.
     #[cancellable]
     #[inline(never)]
-    pub async fn get(&self) -> u32 {
+    pub async fn get(&self) -> Result<u32, Error> {
         tick().await;
-        self.n
+        Ok(self.n)
     }
 
     #[cancellable]
@@ -41,9 +41,9 @@ impl Counter {
     }
 
     #[cancellable]
-    async fn into_inner(self) -> u32 {
+    async fn into_inner(self) -> Result<u32, Error> {
         tick().await;
-        self.n
+        Ok(self.n)
     }
 }
 
@@ -59,10 +59,8 @@ async fn methods_with_every_receiver() {
 }
 
 trait Store {
-    /// A declaration: the return type becomes `Result<String, ctxkit::Error>`, which the
-    /// annotated impls below match.
-    #[cancellable]
-    async fn load(&self, key: &str) -> String;
+    /// A plain declaration: the annotated impls below keep its signature.
+    async fn load(&self, key: &str) -> Result<String, Error>;
 
     /// A default body.
     #[cancellable]
@@ -78,9 +76,9 @@ struct Memory;
 
 impl Store for Memory {
     #[cancellable]
-    async fn load(&self, key: &str) -> String {
+    async fn load(&self, key: &str) -> Result<String, Error> {
         tick().await;
-        key.to_uppercase()
+        Ok(key.to_uppercase())
     }
 }
 
@@ -99,7 +97,12 @@ async fn trait_methods_and_their_impls() {
 }
 
 #[cancellable]
-async fn describe<'a, T, U: Display>(items: &'a [T], label: impl AsRef<str>, extra: U) -> String
+#[allow(clippy::needless_lifetimes)] // the lifetime is what this form is about
+async fn describe<'a, T, U: Display>(
+    items: &'a [T],
+    label: impl AsRef<str>,
+    extra: U,
+) -> Result<String, Error>
 where
     T: Display + Sync,
 {
@@ -108,7 +111,7 @@ where
         tick().await;
         out.push_str(&format!(" {item}"));
     }
-    format!("{out} {extra}")
+    Ok(format!("{out} {extra}"))
 }
 
 #[tokio::test(start_paused = true)]
@@ -135,6 +138,61 @@ async fn io_result_fns_map_cancellation_to_io_errors() {
     let (ctx, _cancel) = Context::background().with_timeout(Duration::ZERO);
     let err = read_config(&ctx).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+}
+
+/// An application's alias, as in the report that found the trap: `ApiResult<()>` used to
+/// become `Result<ApiResult<()>, ctxkit::Error>`, and a failed write read as a success.
+type ApiResult<T> = Result<T, AppError>;
+
+#[cancellable]
+async fn save(fail: bool) -> ApiResult<()> {
+    tick().await;
+    if fail {
+        return Err(AppError::NotFound);
+    }
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_result_alias_is_the_result_it_names() {
+    // Typed as what the alias names: one `Result`, not two.
+    let saved: Result<(), AppError> = save(false).await;
+    assert_eq!(saved, Ok(()));
+    assert_eq!(save(true).await, Err(AppError::NotFound));
+    assert_eq!(
+        cancelled().scope(save(false)).await,
+        Err(AppError::Stopped(Error::Canceled))
+    );
+}
+
+/// A generic alias with a default error type, shaped like `anyhow::Result`.
+type Fallible<T, E = AppError> = Result<T, E>;
+
+#[cancellable]
+async fn parse_port(text: &str) -> Fallible<u16> {
+    tick().await;
+    text.parse().map_err(|_| AppError::NotFound)
+}
+
+#[cancellable]
+async fn parse_port_plainly(text: &str) -> Fallible<u16, Error> {
+    tick().await;
+    Ok(text.parse().unwrap_or(0))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_generic_alias_with_a_default_error_is_the_result_it_names() {
+    assert_eq!(parse_port("80").await, Ok(80));
+    assert_eq!(parse_port("x").await, Err(AppError::NotFound));
+    assert_eq!(
+        cancelled().scope(parse_port("80")).await,
+        Err(AppError::Stopped(Error::Canceled))
+    );
+    assert_eq!(parse_port_plainly("443").await, Ok(443));
+    assert_eq!(
+        cancelled().scope(parse_port_plainly("443")).await,
+        Err(Error::Canceled)
+    );
 }
 
 #[derive(Debug, PartialEq)]
@@ -176,12 +234,12 @@ async fn result_fns_keep_their_error_type() {
 }
 
 #[cancellable]
-async fn returns_early(flag: bool) -> u8 {
+async fn returns_early(flag: bool) -> Result<u8, Error> {
     if flag {
-        return 1;
+        return Ok(1);
     }
     tick().await;
-    2
+    Ok(2)
 }
 
 #[tokio::test(start_paused = true)]
@@ -206,7 +264,7 @@ async fn the_future_stays_send() {
 #[tokio::test(start_paused = true)]
 async fn awaits_inside_macros_are_not_raced_but_the_call_still_stops_there() {
     #[cancellable]
-    async fn selecting(flag: Arc<AtomicBool>) {
+    async fn selecting(flag: Arc<AtomicBool>) -> Result<(), Error> {
         struct SetOnDrop(Arc<AtomicBool>);
         impl Drop for SetOnDrop {
             fn drop(&mut self) {
@@ -218,6 +276,7 @@ async fn awaits_inside_macros_are_not_raced_but_the_call_still_stops_there() {
             _ = sleep(Duration::from_secs(10)) => {}
             _ = std::future::pending::<()>() => {}
         }
+        Ok(())
     }
     let flag = Arc::new(AtomicBool::new(false));
     let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(10));
@@ -233,25 +292,25 @@ async fn awaits_inside_macros_are_not_raced_but_the_call_still_stops_there() {
 #[tokio::test(start_paused = true)]
 async fn awaits_inside_async_blocks_are_stopped_at_the_blocks_await() {
     #[cancellable]
-    async fn nested() -> u8 {
+    async fn nested() -> Result<u8, Error> {
         let inner = async {
             sleep(Duration::from_secs(10)).await;
             1
         };
-        inner.await
+        Ok(inner.await)
     }
     let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(10));
     assert_eq!(ctx.scope(nested()).await, Err(Error::DeadlineExceeded));
 }
 
 #[cancellable]
-async fn shown(n: u32) -> impl Display {
+async fn shown(n: u32) -> Result<impl Display, Error> {
     tick().await;
-    n + 1
+    Ok(n + 1)
 }
 
 #[tokio::test(start_paused = true)]
-async fn impl_trait_return_types_are_wrapped_too() {
+async fn impl_trait_inside_the_result_is_kept() {
     assert_eq!(shown(1).await.map(|d| d.to_string()).ok(), Some("2".into()));
     assert!(cancelled().scope(shown(1)).await.is_err());
 }
@@ -259,9 +318,10 @@ async fn impl_trait_return_types_are_wrapped_too() {
 #[tokio::test(start_paused = true)]
 async fn a_timeouts_cause_names_where_it_came_from() {
     #[cancellable(timeout = "5ms")]
-    async fn timed(seen: &std::sync::Mutex<Option<Context>>) {
+    async fn timed(seen: &std::sync::Mutex<Option<Context>>) -> Result<(), Error> {
         *seen.lock().unwrap() = Some(Context::current());
         std::future::pending::<()>().await;
+        Ok(())
     }
     let seen = std::sync::Mutex::new(None);
     assert_eq!(timed(&seen).await, Err(Error::DeadlineExceeded));
@@ -273,98 +333,14 @@ async fn a_timeouts_cause_names_where_it_came_from() {
 #[tokio::test(start_paused = true)]
 async fn shielded_futures_stay_send() {
     #[cancellable(timeout = "1s")]
-    async fn with_shields(ctx: Context) -> u8 {
+    async fn with_shields(ctx: Context) -> Result<u8, Error> {
         let _ = &ctx;
         #[shield]
         tick().await;
         #[shield(timeout = "10ms")]
         let n = async { 3 }.await;
-        n
+        Ok(n)
     }
     let handle = tokio::spawn(with_shields(Context::background()));
     assert_eq!(handle.await.unwrap(), Ok(3));
-}
-
-/// The talk's `processor.Server` (a spawned task, a channel and a `select` on `ctx.Done()`),
-/// as the README shows it.
-mod talk {
-    use std::time::Duration;
-
-    use ctxkit::{Context, ContextKey, cancellable};
-
-    #[derive(Clone, Debug, ContextKey)]
-    pub struct RequestId(pub u64);
-
-    #[derive(Debug, PartialEq)]
-    pub enum ServerError {
-        NoRequestId,
-        Stopped(ctxkit::Error),
-    }
-    impl From<ctxkit::Error> for ServerError {
-        fn from(e: ctxkit::Error) -> Self {
-            ServerError::Stopped(e)
-        }
-    }
-
-    /// Cleans up after an event unless disarmed (the talk's `cancelRequestAndCleanup`).
-    pub struct Cleanup<'a> {
-        event_id: &'a str,
-        log: &'a std::sync::Mutex<Vec<String>>,
-        armed: bool,
-    }
-    impl<'a> Cleanup<'a> {
-        pub fn arm(event_id: &'a str, log: &'a std::sync::Mutex<Vec<String>>) -> Self {
-            Cleanup {
-                event_id,
-                log,
-                armed: true,
-            }
-        }
-        pub fn disarm(mut self) {
-            self.armed = false;
-        }
-    }
-    impl Drop for Cleanup<'_> {
-        fn drop(&mut self) {
-            if self.armed {
-                let line = format!("cleaned up {}", self.event_id);
-                self.log.lock().unwrap().push(line);
-            }
-        }
-    }
-
-    async fn process_event(id: &str, work: Duration) -> String {
-        tokio::time::sleep(work).await;
-        format!("processed {id}")
-    }
-
-    #[cancellable]
-    pub async fn server(
-        ctx: &Context,
-        event_id: &str,
-        work: Duration,
-        log: &std::sync::Mutex<Vec<String>>,
-    ) -> Result<String, ServerError> {
-        let request = RequestId::get(ctx).ok_or(ServerError::NoRequestId)?;
-        let cleanup = Cleanup::arm(event_id, log); // dropped armed if the call is cancelled
-        let status = process_event(event_id, work).await; // raced against ctx
-        cleanup.disarm();
-        Ok(format!("{status} for request {}", request.0))
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_talks_server_in_ten_lines() {
-    use talk::*;
-    let log = std::sync::Mutex::new(Vec::new());
-    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(100));
-    let ctx = RequestId::set(&ctx, RequestId(7));
-
-    let fast = server(&ctx, "e1", Duration::from_millis(10), &log).await;
-    assert_eq!(fast.as_deref(), Ok("processed e1 for request 7"));
-    let slow = server(&ctx, "e2", Duration::from_secs(5), &log).await;
-    assert_eq!(slow, Err(ServerError::Stopped(Error::DeadlineExceeded)));
-    assert_eq!(*log.lock().unwrap(), ["cleaned up e2"]);
-    let anonymous = server(&Context::background(), "e3", Duration::ZERO, &log).await;
-    assert_eq!(anonymous, Err(ServerError::NoRequestId));
 }

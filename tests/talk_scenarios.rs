@@ -172,7 +172,8 @@ mod request {
     use std::time::Duration;
 
     use super::cancellable_request::{
-        ClientHungUp, Event, Payload, Processor, STEP, ServerError, Status, demo, start_request,
+        COMMIT_WRITE, ClientHungUp, Event, Payload, Processor, STEP, ServerError, Status, demo,
+        start_request,
     };
     use ctxkit::{Context, Error, Instant};
 
@@ -203,9 +204,11 @@ mod request {
             event_id: "ev-1".into(),
             steps: 3,
         };
-        assert_eq!(result, Ok(processed));
-        assert!(started.elapsed() >= 3 * STEP);
+        assert_eq!(result, Ok(processed.clone()));
+        assert_eq!(started.elapsed(), 3 * STEP + 2 * COMMIT_WRITE);
         assert!(processor.cleaned_up().is_empty());
+        assert_eq!(processor.stored(), [processed]);
+        assert_eq!(processor.acknowledged(), ["ev-1"]);
         assert_eq!(processor.in_flight(), 0);
     }
 
@@ -231,8 +234,36 @@ mod request {
         assert_eq!(
             processor.in_flight(),
             0,
-            "the server waited for the processing task"
+            "the processing was dropped before the server returned"
         );
+        assert!(processor.stored().is_empty() && processor.acknowledged().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_during_the_commit_lets_the_commit_finish() {
+        let processor = Processor::default();
+        let started = Instant::now();
+        // The steps end at 120ms, the commit's two writes at 140ms and 160ms.
+        let result = start_request(
+            &Context::background(),
+            &processor,
+            &event(TALK_ID, 3),
+            3 * STEP + COMMIT_WRITE / 2,
+        )
+        .await;
+        let processed = Status {
+            event_id: "ev-1".into(),
+            steps: 3,
+        };
+        assert_eq!(
+            result,
+            Ok(processed.clone()),
+            "nothing after the commit awaits"
+        );
+        assert_eq!(started.elapsed(), 3 * STEP + 2 * COMMIT_WRITE);
+        assert_eq!(processor.stored(), [processed]);
+        assert_eq!(processor.acknowledged(), ["ev-1"], "the commit is whole");
+        assert!(processor.cleaned_up().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -280,7 +311,7 @@ mod request {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_demo_shows_success_deadline_hang_up_and_missing_id() {
+    async fn the_demo_shows_success_deadline_hang_up_shielded_commit_and_missing_id() {
         let processor = Processor::default();
         let results = demo(&processor).await;
         let errors: Vec<_> = results.iter().map(|r| r.as_ref().err().copied()).collect();
@@ -290,10 +321,12 @@ mod request {
                 None,
                 Some(ServerError::Context(Error::DeadlineExceeded)),
                 Some(ServerError::Context(Error::Canceled)),
+                None,
                 Some(ServerError::NoRequestId),
             ]
         );
         assert_eq!(processor.cleaned_up(), ["ds2-18", "ds1-19"]);
+        assert_eq!(processor.acknowledged(), ["ds1-17", "ds2-20"]);
         assert_eq!(processor.in_flight(), 0);
     }
 }

@@ -76,8 +76,9 @@ async fn cancel_reaches_every_task_through_its_context() {
 #[tokio::test]
 async fn a_cancellable_fn_in_a_task_stops_when_the_parent_is_cancelled() {
     #[ctxkit::cancellable]
-    async fn forever() {
-        std::future::pending::<()>().await
+    async fn forever() -> Result<(), Error> {
+        std::future::pending::<()>().await;
+        Ok(())
     }
     let (parent, cancel) = Context::background().with_cancel();
     let mut set = TaskSet::new(&parent);

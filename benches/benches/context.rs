@@ -358,12 +358,12 @@ fn value(c: &mut Criterion) {
 const AWAITS: u64 = 10_000;
 
 #[ctxkit::cancellable]
-async fn ready_cancellable(ctx: &Context, n: u64) -> u64 {
+async fn ready_cancellable(ctx: &Context, n: u64) -> Result<u64, ctxkit::Error> {
     let mut sum = 0;
     for i in 0..n {
         sum += std::future::ready(black_box(i)).await;
     }
-    sum
+    Ok(sum)
 }
 
 async fn ready_plain(_ctx: &Context, n: u64) -> u64 {
@@ -375,13 +375,13 @@ async fn ready_plain(_ctx: &Context, n: u64) -> u64 {
 }
 
 #[ctxkit::cancellable]
-async fn yield_cancellable(ctx: &Context, n: u64) -> u64 {
+async fn yield_cancellable(ctx: &Context, n: u64) -> Result<u64, ctxkit::Error> {
     let mut sum = 0;
     for i in 0..n {
         tokio::task::yield_now().await;
         sum += black_box(i);
     }
-    sum
+    Ok(sum)
 }
 
 async fn yield_plain(_ctx: &Context, n: u64) -> u64 {

@@ -27,12 +27,12 @@ impl ContextKey for Missing {
 const AWAITS: u64 = 1000;
 
 #[ctxkit::cancellable]
-async fn ready_cancellable(ctx: &Context, n: u64) -> u64 {
+async fn ready_cancellable(ctx: &Context, n: u64) -> Result<u64, ctxkit::Error> {
     let mut sum = 0;
     for i in 0..n {
         sum += std::future::ready(black_box(i)).await;
     }
-    sum
+    Ok(sum)
 }
 
 async fn ready_plain(_ctx: &Context, n: u64) -> u64 {
@@ -63,12 +63,12 @@ async fn maybe_plain(_ctx: &Context, n: u64) -> u64 {
 }
 
 #[ctxkit::cancellable]
-async fn maybe_cancellable(ctx: &Context, n: u64) -> u64 {
+async fn maybe_cancellable(ctx: &Context, n: u64) -> Result<u64, ctxkit::Error> {
     let mut sum = 0;
     for i in 0..n {
         sum += maybe_pending(i).await;
     }
-    sum
+    Ok(sum)
 }
 
 /// Polls a future that never suspends to completion.

@@ -47,8 +47,8 @@ fn classify(reports: &Reports, seen: (u32, Context)) -> Outcome {
 }
 
 #[cancellable]
-async fn implicit_in_a_cancellable_fn() -> Context {
-    Context::try_current().unwrap_or_default()
+async fn implicit_in_a_cancellable_fn() -> Result<Context, ctxkit::Error> {
+    Ok(Context::try_current().unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,10 @@
 use ctxkit::cancellable;
 
 #[cancellable]
-async fn wait() {
+async fn wait() -> Result<(), ctxkit::Error> {
     let n = 5u32;
     n.await;
+    Ok(())
 }
 
 fn main() {

@@ -1,7 +1,7 @@
 use ctxkit::cancellable;
 
 #[cancellable]
-async fn count() -> u32 {
+async fn count() -> Result<u32, ctxkit::Error> {
     tokio::task::yield_now().await;
     "three"
 }

@@ -8,8 +8,8 @@ mod app {
 use app::Context;
 
 #[cancellable]
-async fn greet(ctx: &Context) -> String {
-    format!("hello {}", ctx.user)
+async fn greet(ctx: &Context) -> Result<String, ctxkit::Error> {
+    Ok(format!("hello {}", ctx.user))
 }
 
 fn main() {

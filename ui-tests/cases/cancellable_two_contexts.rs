@@ -1,9 +1,9 @@
 use ctxkit::{Context, cancellable};
 
 #[cancellable]
-async fn copy(from: &Context, to: &Context) -> u32 {
+async fn copy(from: &Context, to: &Context) -> Result<u32, ctxkit::Error> {
     let _ = (from, to);
-    1
+    Ok(1)
 }
 
 fn main() {

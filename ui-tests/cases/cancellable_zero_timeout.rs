@@ -1,8 +1,8 @@
 use ctxkit::cancellable;
 
 #[cancellable(timeout = "0ms")]
-async fn fetch() -> u32 {
-    1
+async fn fetch() -> Result<u32, ctxkit::Error> {
+    Ok(1)
 }
 
 fn main() {

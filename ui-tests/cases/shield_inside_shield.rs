@@ -1,12 +1,13 @@
 use ctxkit::cancellable;
 
 #[cancellable]
-async fn save() {
+async fn save() -> Result<(), ctxkit::Error> {
     #[shield]
     {
         #[shield]
         tokio::task::yield_now().await;
     }
+    Ok(())
 }
 
 fn main() {

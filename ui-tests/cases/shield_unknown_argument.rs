@@ -1,9 +1,10 @@
 use ctxkit::cancellable;
 
 #[cancellable]
-async fn save() {
+async fn save() -> Result<(), ctxkit::Error> {
     #[shield(deadline = "1s")]
     tokio::task::yield_now().await;
+    Ok(())
 }
 
 fn main() {

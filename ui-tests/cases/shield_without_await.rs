@@ -1,10 +1,11 @@
 use ctxkit::cancellable;
 
 #[cancellable]
-async fn save(data: &mut Vec<u8>) {
+async fn save(data: &mut Vec<u8>) -> Result<(), ctxkit::Error> {
     #[shield]
     data.push(1);
     tokio::task::yield_now().await;
+    Ok(())
 }
 
 fn main() {

@@ -1,52 +1,65 @@
-//! The expansion around the rewritten body:
+//! The expansion around the rewritten body. The signature is kept exactly as written:
 //!
 //! ```text
-//! async fn f(args) -> R' {
-//!     let frame = __private::Frame::new(<ctx param clone | Context::current()>, <timeout>);
+//! async fn f(args) -> R {
+//!     let frame = __private::CallFrame::new(<ctx param, cloned | Context::current()>, <timeout>);
 //!     let frame = &frame;
-//!     match __private::Body::new(frame, async move { <fake return of R>; <rewritten body> }).await {
-//!         Ok(v) => v,                                   // R' = R = Result<T, E>
-//!         Err(e) => Err(__private::convert(e)),         // E: From<ctxkit::Error>
-//!     }                                                 // (R' = Result<R, Error>: just the await)
+//!     match __private::CallBody::new(frame, async move { <fake return of R>; <rewritten body> }).await {
+//!         Ok(value) => value,                         // the body's own `R`
+//!         Err(err) => __private::cancelled(err),      // R: CancelResult, i.e. Result<T, E>
+//!     }                                               // with E: From<ctxkit::Error>
 //! }
 //! ```
+//!
+//! A body that does not parse gets the same expansion with its tokens left as they are
+//! (speculative, as tracing-attributes does): rustc reports the syntax error, and nothing else
+//! changes for the fn's callers.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
-use syn::ReturnType;
 
 use super::args::FnArgs;
-use super::parse::{Body, FnItem};
+use super::parse::{self, Body, FnItem};
 use super::rewrite::{self, Names};
 use super::validate::{self, Output, Source};
 use crate::errors::Errors;
 use crate::krate;
 
 pub(crate) fn item(mut item: FnItem, args: &FnArgs, errors: &mut Errors) -> TokenStream {
-    let private = krate::private(args.krate.as_ref());
-    let output = validate::output(&item.sig);
-    if let Output::Wrap { ty, span } = &output {
-        let wrapped = quote_spanned!(*span=> ::core::result::Result<#ty, #private::Error>);
-        let arrow = match &item.sig.output {
-            ReturnType::Type(arrow, _) => *arrow,
-            ReturnType::Default => syn::Token![->](*span),
-        };
-        item.sig.output = ReturnType::Type(arrow, Box::new(syn::Type::Verbatim(wrapped)));
+    if !validate::is_async(&item.sig, errors) {
+        return as_written(item);
     }
-    let Body::Block(block) = &mut item.body else {
-        // A trait method declaration: only its return type changes, so that annotated impls
-        // match it.
-        return item.into_token_stream();
+    let Body::Braced { brace, tokens } = &item.body else {
+        errors.spanned(
+            &item.sig.ident,
+            "`#[cancellable]` has nothing to do on a declaration without a body (the signature is \
+             kept as written): remove it here, and put it on the `async fn`s that implement this \
+             one",
+        );
+        return as_written(item);
+    };
+    let (brace, tokens) = (*brace, tokens.clone());
+    let source = validate::source(&item.sig, errors);
+    let Some(output) = validate::output(&item.sig, errors) else {
+        return as_written(item);
     };
 
-    let source = validate::source(&item.sig, errors);
-    let names = Names {
-        private: private.clone(),
-        frame: syn::Ident::new("__ctxkit_frame", Span::mixed_site()),
+    let private = krate::private(args.krate.as_ref());
+    let frame = syn::Ident::new("__ctxkit_frame", Span::mixed_site());
+    let (inner_attrs, stmts) = match parse::statements(tokens.clone()) {
+        Ok(mut body) => {
+            let names = Names {
+                private: private.clone(),
+                frame: frame.clone(),
+                context: source.name(),
+            };
+            rewrite::body(&mut body.stmts, &names, errors);
+            let stmts = &body.stmts;
+            (body.inner_attrs, quote!(#(#stmts)*))
+        }
+        // Speculative: rustc reports the syntax error on the user's tokens.
+        Err(_) => (Vec::new(), rewrite::strip_shields(tokens)),
     };
-    rewrite::body(block, &names, errors);
-    let stmts = &block.stmts;
-    let frame = &names.frame;
 
     let ctx = match &source {
         Source::Implicit => quote!(#private::Context::current()),
@@ -58,72 +71,75 @@ pub(crate) fn item(mut item: FnItem, args: &FnArgs, errors: &mut Errors) -> Toke
     let timeout = match &args.timeout {
         Some(t) => {
             let n = t.nanos;
-            quote_spanned!(t.span=> #private::Option::Some(#n))
+            quote_spanned!(t.span=> ::core::option::Option::Some(#n))
         }
-        None => quote!(#private::Option::None),
+        None => quote!(::core::option::Option::None),
     };
     // Spanned on the fn's name: a timeout's origin (in `Debug` of its cause) names this fn.
-    let new_frame = quote_spanned!(item.sig.ident.span()=> #private::Frame::new(#ctx, #timeout));
-
-    // The never-taken return of the declared type fixes the async block's output type before
-    // the body is checked (so `?` and `return` infer), and makes type errors in the body point
-    // at the user's return type.
-    let fake_return = if output.nameable() {
-        let ty = output.body_ty();
-        let span = match &output {
-            Output::Keep { ty, .. } => syn::spanned::Spanned::span(ty),
-            Output::Wrap { span, .. } => *span,
-        };
-        let fake = syn::Ident::new("__ctxkit_fake_return", Span::mixed_site().located_at(span));
-        quote_spanned! {span=>
-            #[allow(
-                unknown_lints,
-                unreachable_code,
-                clippy::diverging_sub_expression,
-                clippy::empty_loop,
-                clippy::let_unit_value,
-                clippy::let_with_type_underscore,
-                clippy::needless_return,
-                clippy::unreachable
-            )]
-            if false {
-                let #fake: #ty = loop {};
-                return #fake;
-            }
-        }
-    } else {
-        TokenStream::new()
-    };
+    let new_frame =
+        quote_spanned!(item.sig.ident.span()=> #private::CallFrame::new(#ctx, #timeout));
+    let fake_return = fake_return(&output);
+    let err = syn::Ident::new("__ctxkit_err", Span::mixed_site());
+    let ok = syn::Ident::new("__ctxkit_ok", Span::mixed_site());
+    // Spanned on the return type, where a type that is not a `Result`, or whose error lacks
+    // `From<ctxkit::Error>`, is reported: the path starts at its first token and ends at its
+    // last, so the report underlines all of it.
+    let (first, last) = output.bound_spans;
+    let path = krate::respan(quote!(#private::), first);
+    let cancelled = quote_spanned!(last=> #path cancelled(#err));
+    let frame_value = syn::Ident::new("__ctxkit_frame_value", Span::mixed_site());
 
     let body = quote! {
-        #private::Body::new(#frame, async move {
-            #fake_return
-            #(#stmts)*
-        })
-        .await
-    };
-    let finish = match &output {
-        Output::Wrap { .. } => body,
-        Output::Keep { err_span, .. } => {
-            let e = syn::Ident::new("__ctxkit_err", Span::mixed_site());
-            let ok = syn::Ident::new("__ctxkit_ok", Span::mixed_site());
-            let path = krate::respan(private.clone(), *err_span);
-            let convert = quote_spanned!(*err_span=> #path::convert(#e));
-            quote! {
-                match #body {
-                    #private::Result::Ok(#ok) => #ok,
-                    #private::Result::Err(#e) => #private::Result::Err(#convert),
-                }
-            }
-        }
-    };
-
-    let frame_value = syn::Ident::new("__ctxkit_frame_value", Span::mixed_site());
-    let new_block: syn::Block = syn::parse_quote!({
+        #(#inner_attrs)*
         let #frame_value = #new_frame;
         let #frame = &#frame_value;
-        #finish
-    });
-    *block = new_block;
+        match #private::CallBody::new(#frame, async move {
+            #fake_return
+            #stmts
+        })
+        .await
+        {
+            ::core::result::Result::Ok(#ok) => #ok,
+            ::core::result::Result::Err(#err) => #cancelled,
+        }
+    };
+    item.body = Body::Braced {
+        brace,
+        tokens: body,
+    };
+    item.into_token_stream()
+}
+
+/// The never-taken return of the declared type: it fixes the body's type before the body is
+/// checked (so `?` and `return` infer), and makes type errors in the body point at the user's
+/// return type. `impl Trait` in it becomes `_`.
+fn fake_return(output: &Output) -> TokenStream {
+    let span = output.type_span;
+    let ty = output.nameable();
+    let fake = syn::Ident::new("__ctxkit_fake_return", Span::mixed_site().located_at(span));
+    quote_spanned! {span=>
+        #[allow(
+            unknown_lints,
+            unreachable_code,
+            clippy::diverging_sub_expression,
+            clippy::empty_loop,
+            clippy::let_unit_value,
+            clippy::let_with_type_underscore,
+            clippy::needless_return,
+            clippy::unreachable
+        )]
+        if false {
+            let #fake: #ty = loop {};
+            return #fake;
+        }
+    }
+}
+
+/// The fn as written (but for `#[shield]`s, which only mean something after the rewrite), for a
+/// fn the macro cannot expand: the error recorded says why, and callers still see the fn.
+fn as_written(mut item: FnItem) -> TokenStream {
+    if let Body::Braced { tokens, .. } = &mut item.body {
+        *tokens = rewrite::strip_shields(std::mem::take(tokens));
+    }
     item.into_token_stream()
 }

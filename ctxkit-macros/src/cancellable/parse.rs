@@ -1,10 +1,12 @@
-//! The annotated item: a fn with a body (free fn, method, trait default) or a bodiless trait
-//! method declaration.
+//! The annotated item, read in two steps as tracing-attributes does: first its shape (a fn
+//! signature followed by a body in braces, or by `;`), then its body's statements. A body that
+//! does not parse is kept as tokens, so the expansion can still keep the signature and leave the
+//! syntax error to rustc alone.
 
 use proc_macro2::TokenStream;
 use quote::ToTokens;
-use syn::parse::{Parse, ParseStream};
-use syn::{Attribute, Block, Signature, Token, Visibility};
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::{Attribute, Block, Signature, Stmt, Token, Visibility, braced, token};
 
 /// `#[attrs] vis [default] sig { body }` or `#[attrs] sig;`.
 pub(crate) struct FnItem {
@@ -16,8 +18,19 @@ pub(crate) struct FnItem {
 }
 
 pub(crate) enum Body {
-    Block(Block),
+    /// A body in braces, as tokens: it may not be valid Rust (the user may be typing).
+    Braced {
+        brace: token::Brace,
+        tokens: TokenStream,
+    },
+    /// A trait method declaration.
     Semi(Token![;]),
+}
+
+/// A body that parses: its inner attributes (`#![allow(..)]`) and statements.
+pub(crate) struct Statements {
+    pub(crate) inner_attrs: Vec<Attribute>,
+    pub(crate) stmts: Vec<Stmt>,
 }
 
 impl Parse for FnItem {
@@ -29,7 +42,12 @@ impl Parse for FnItem {
         let body = if input.peek(Token![;]) {
             Body::Semi(input.parse()?)
         } else {
-            Body::Block(input.parse()?)
+            let content;
+            let brace = braced!(content in input);
+            Body::Braced {
+                brace,
+                tokens: content.parse()?,
+            }
         };
         Ok(FnItem {
             attrs,
@@ -41,6 +59,17 @@ impl Parse for FnItem {
     }
 }
 
+/// The statements of a body, or `Err` when it is not valid Rust.
+pub(crate) fn statements(tokens: TokenStream) -> syn::Result<Statements> {
+    let parser = |input: ParseStream| {
+        Ok(Statements {
+            inner_attrs: input.call(Attribute::parse_inner)?,
+            stmts: input.call(Block::parse_within)?,
+        })
+    };
+    parser.parse2(tokens)
+}
+
 impl ToTokens for FnItem {
     fn to_tokens(&self, tokens: &mut TokenStream) {
         for attr in &self.attrs {
@@ -50,7 +79,12 @@ impl ToTokens for FnItem {
         self.defaultness.to_tokens(tokens);
         self.sig.to_tokens(tokens);
         match &self.body {
-            Body::Block(b) => b.to_tokens(tokens),
+            Body::Braced {
+                brace,
+                tokens: body,
+            } => {
+                brace.surround(tokens, |tokens| body.to_tokens(tokens));
+            }
             Body::Semi(s) => s.to_tokens(tokens),
         }
     }

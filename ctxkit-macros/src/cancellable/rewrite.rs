@@ -1,5 +1,5 @@
-//! The body rewrite: every `.await` the fn itself suspends at goes through the runtime's checks,
-//! and `#[shield]` statements get their guard.
+//! The body rewrite: every `.await` the fn itself suspends at goes through the runtime's
+//! checks, `#[shield]` statements get their guard, and the context parameter is never rebound.
 //!
 //! Rewritten: `.await`s anywhere in the fn's own control flow, including nested blocks, `if`,
 //! `match`, loops and `let … else`. Left alone: closures and async blocks (their awaits belong to
@@ -16,37 +16,79 @@ use crate::errors::Errors;
 use crate::krate;
 
 /// The names the rewritten body uses (mixed-site, so user code cannot see or shadow them).
-pub(crate) struct Names {
+pub(crate) struct Names<'a> {
     pub(crate) private: TokenStream,
     pub(crate) frame: syn::Ident,
+    /// The context parameter, which the body must not rebind.
+    pub(crate) context: Option<&'a syn::Ident>,
 }
 
-/// Rewrites `block` in place.
-pub(crate) fn body(block: &mut Block, names: &Names, errors: &mut Errors) {
+/// Rewrites the statements of a body in place.
+pub(crate) fn body(stmts: &mut Vec<Stmt>, names: &Names, errors: &mut Errors) {
+    let mut block = Block {
+        brace_token: Default::default(),
+        stmts: std::mem::take(stmts),
+    };
     Rewriter {
         names,
         shield: None,
         errors,
     }
-    .visit_block_mut(block);
+    .visit_block_mut(&mut block);
+    *stmts = block.stmts;
 }
 
-/// Removes every `#[shield]` in `block`, reporting them, for the expansion of a fn that could
-/// not be rewritten (so rustc does not add "cannot find attribute `shield`").
-pub(crate) fn strip_shields(block: &mut Block) {
-    struct Strip;
-    impl VisitMut for Strip {
-        fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
-            drop(take_shield_attrs(stmt));
-            visit_mut::visit_stmt_mut(self, stmt);
-        }
-        fn visit_item_mut(&mut self, _: &mut syn::Item) {}
+/// Removes every `#[shield]` / `#[shield(..)]` from tokens that are emitted without the rewrite
+/// (a body that does not parse, or a fn the macro cannot expand), so that rustc does not add
+/// "cannot find attribute `shield`" to the error that matters. Groups without a shield are kept
+/// as they came: rebuilding one would lose the exact spans of its delimiters, and rustc would
+/// report a syntax error in it twice (once on the user's tokens, once on the rebuilt ones).
+pub(crate) fn strip_shields(tokens: TokenStream) -> TokenStream {
+    if !has_shield(&tokens) {
+        return tokens;
     }
-    Strip.visit_block_mut(block);
+    let mut out = Vec::new();
+    let mut iter = tokens.into_iter().peekable();
+    while let Some(tt) = iter.next() {
+        match tt {
+            TokenTree::Punct(p) if p.as_char() == '#' => {
+                if iter.peek().is_some_and(is_shield_attr) {
+                    iter.next();
+                    continue;
+                }
+                out.push(TokenTree::Punct(p));
+            }
+            TokenTree::Group(g) if has_shield(&g.stream()) => {
+                let mut stripped =
+                    proc_macro2::Group::new(g.delimiter(), strip_shields(g.stream()));
+                stripped.set_span(g.span());
+                out.push(TokenTree::Group(stripped));
+            }
+            tt => out.push(tt),
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// `[shield]` or `[shield(..)]`, after a `#`.
+fn is_shield_attr(tt: &TokenTree) -> bool {
+    matches!(tt, TokenTree::Group(g)
+        if g.delimiter() == proc_macro2::Delimiter::Bracket
+            && matches!(g.stream().into_iter().next(), Some(TokenTree::Ident(i)) if i == "shield"))
+}
+
+fn has_shield(tokens: &TokenStream) -> bool {
+    let mut after_hash = false;
+    tokens.clone().into_iter().any(|tt| {
+        let found = (after_hash && is_shield_attr(&tt))
+            || matches!(&tt, TokenTree::Group(g) if has_shield(&g.stream()));
+        after_hash = matches!(&tt, TokenTree::Punct(p) if p.as_char() == '#');
+        found
+    })
 }
 
 struct Rewriter<'a> {
-    names: &'a Names,
+    names: &'a Names<'a>,
     /// The guard of the shielded statement being rewritten, if any.
     shield: Option<syn::Ident>,
     errors: &'a mut Errors,
@@ -59,7 +101,7 @@ impl VisitMut for Rewriter<'_> {
         for (i, mut stmt) in stmts.into_iter().enumerate() {
             let shields = take_shield_attrs(&mut stmt);
             match self.shield_of(&stmt, shields) {
-                Some(timeout) => self.shielded(&mut block.stmts, stmt, timeout, i == last),
+                Some(shield) => self.shielded(&mut block.stmts, stmt, shield, i == last),
                 None => {
                     self.visit_stmt_mut(&mut stmt);
                     block.stmts.push(stmt);
@@ -73,14 +115,15 @@ impl VisitMut for Rewriter<'_> {
             Expr::Await(aw) => {
                 self.visit_expr_mut(&mut aw.base);
                 let base = &aw.base;
-                // Spanned where the user's expression starts, so that errors about the whole
-                // `x.await` (or `x.await?`) underline the user's code.
-                let span = syn::spanned::Spanned::span(&**base);
+                // The call is spanned on the user's `.await`: with a feature that records await
+                // sites, `#[track_caller]` reports that place; errors about the awaited value
+                // point at the user's expression, which keeps its own spans.
+                let span = aw.await_token.span;
                 let private = krate::respan(self.names.private.clone(), span);
                 let wrapped = match &self.shield {
                     None => {
                         let frame = &self.names.frame;
-                        quote_spanned!(span=> #private::checked(#frame, #base))
+                        quote_spanned!(span=> #private::await_point(#frame, #base))
                     }
                     Some(guard) => quote_spanned!(span=> #private::shielded(&#guard, #base)),
                 };
@@ -93,14 +136,35 @@ impl VisitMut for Rewriter<'_> {
         }
     }
 
+    /// A binding of the context parameter's name would silently not become the call's context.
+    fn visit_pat_ident_mut(&mut self, pi: &mut syn::PatIdent) {
+        if let Some(ctx) = self.names.context
+            && pi.ident == *ctx
+        {
+            self.errors.spanned(
+                &pi.ident,
+                format_args!(
+                    "`{ctx}` is this `#[cancellable]` fn's context: its `.await`s race the context \
+                     it was called with, and rebinding the name changes neither that nor what \
+                     callees see as the current context. For a shorter deadline use \
+                     `#[cancellable(timeout = \"250ms\")]`; to run part of the body under a \
+                     derived context, move that part into a `#[cancellable]` fn that takes the \
+                     child as its context parameter (or await `child.run(fut)`); to keep a copy, \
+                     give it another name"
+                ),
+            );
+        }
+        visit_mut::visit_pat_ident_mut(self, pi);
+    }
+
     fn visit_item_mut(&mut self, _: &mut syn::Item) {}
     fn visit_macro_mut(&mut self, _: &mut syn::Macro) {}
 }
 
 impl Rewriter<'_> {
-    /// The timeout (nanos) of a `#[shield]` on `stmt`, `Some(None)` for an unbounded one, `None`
-    /// for no (usable) shield. Misplaced shields are reported here.
-    fn shield_of(&mut self, stmt: &Stmt, shields: Vec<Attribute>) -> Option<Option<u64>> {
+    /// The `#[shield]` on `stmt`, `None` for no (usable) shield. Misplaced shields are reported
+    /// here.
+    fn shield_of(&mut self, stmt: &Stmt, shields: Vec<Attribute>) -> Option<Shield> {
         let mut shields = shields.into_iter();
         let attr = shields.next()?;
         for extra in shields {
@@ -134,19 +198,23 @@ impl Rewriter<'_> {
             );
             return None;
         }
-        Some(args.timeout.map(|t| t.nanos))
+        Some(Shield {
+            timeout: args.timeout.map(|t| t.nanos),
+            span: syn::spanned::Spanned::span(&attr),
+        })
     }
 
     /// `let guard = frame.shield(..); <stmt, awaits shielded>; drop(guard);`
-    fn shielded(&mut self, out: &mut Vec<Stmt>, mut stmt: Stmt, timeout: Option<u64>, last: bool) {
-        let private = &self.names.private;
+    fn shielded(&mut self, out: &mut Vec<Stmt>, mut stmt: Stmt, shield: Shield, last: bool) {
         let frame = &self.names.frame;
         let guard = syn::Ident::new("__ctxkit_shield", Span::mixed_site());
-        let timeout = match timeout {
-            Some(n) => quote!(#private::Option::Some(#n)),
-            None => quote!(#private::Option::None),
+        let timeout = match shield.timeout {
+            Some(n) => quote!(::core::option::Option::Some(#n)),
+            None => quote!(::core::option::Option::None),
         };
-        out.push(syn::parse_quote!(let #guard = #frame.shield(#timeout);));
+        // Spanned on the attribute: a bounded shield's deadline names it as its origin.
+        let enter = quote_spanned!(shield.span=> #frame.shield(#timeout));
+        out.push(syn::parse_quote!(let #guard = #enter;));
         self.shield = Some(guard.clone());
         self.visit_stmt_mut(&mut stmt);
         self.shield = None;
@@ -155,15 +223,21 @@ impl Rewriter<'_> {
             Stmt::Expr(expr, None) if last => {
                 let value = syn::Ident::new("__ctxkit_value", Span::mixed_site());
                 out.push(syn::parse_quote!(let #value = #expr;));
-                out.push(syn::parse_quote!(#private::drop(#guard);));
+                out.push(syn::parse_quote!(::core::mem::drop(#guard);));
                 out.push(Stmt::Expr(syn::parse_quote!(#value), None));
             }
             stmt => {
                 out.push(stmt);
-                out.push(syn::parse_quote!(#private::drop(#guard);));
+                out.push(syn::parse_quote!(::core::mem::drop(#guard);));
             }
         }
     }
+}
+
+/// A usable `#[shield]`: its timeout in nanoseconds, if bounded, and where it was written.
+struct Shield {
+    timeout: Option<u64>,
+    span: Span,
 }
 
 /// Inside closures and async blocks: nothing is rewritten, but a `#[shield]` there is a mistake

@@ -53,15 +53,15 @@ pub(crate) fn key(checked: &Checked, args: &KeyArgs) -> TokenStream {
         let codec_trait =
             quote_spanned!(span=> <#codec as #private::KeyCodec<<Self as #private::ContextKey>::Value>>);
         quote! {
-            const HEADER: #private::Option<&'static str> = #private::Option::Some(#header);
+            const HEADER: ::core::option::Option<&'static str> = ::core::option::Option::Some(#header);
             fn encode(
                 value: &<Self as #private::ContextKey>::Value,
-            ) -> #private::Option<#private::String> {
-                #private::Option::Some(#codec_trait::encode(value))
+            ) -> ::core::option::Option<::std::string::String> {
+                ::core::option::Option::Some(#codec_trait::encode(value))
             }
             fn decode(
                 text: &str,
-            ) -> #private::Result<<Self as #private::ContextKey>::Value, #private::BoxError> {
+            ) -> ::core::result::Result<<Self as #private::ContextKey>::Value, #private::BoxError> {
                 #codec_trait::decode(text)
             }
         }
@@ -89,7 +89,7 @@ pub(crate) fn key(checked: &Checked, args: &KeyArgs) -> TokenStream {
             #[allow(dead_code)]
             #vis fn get(
                 ctx: &#private::Context,
-            ) -> #private::Option<&<Self as #private::ContextKey>::Value> {
+            ) -> ::core::option::Option<&<Self as #private::ContextKey>::Value> {
                 ctx.value::<Self>()
             }
 
@@ -106,14 +106,14 @@ pub(crate) fn key(checked: &Checked, args: &KeyArgs) -> TokenStream {
             #[doc = #current_doc]
             #[inline]
             #[allow(dead_code)]
-            #vis fn current<__CtxkitValue>() -> #private::Option<__CtxkitValue>
+            #vis fn current<__CtxkitValue>() -> ::core::option::Option<__CtxkitValue>
             where
                 Self: #private::ContextKey<Value = __CtxkitValue>,
                 __CtxkitValue: #private::CurrentValue,
             {
                 #private::Context::current()
                     .value::<Self>()
-                    .map(#private::Clone::clone)
+                    .map(::core::clone::Clone::clone)
             }
         }
     }
