@@ -195,7 +195,7 @@ impl Context {
         missing::note_scope_used();
         Scoped {
             ctx: Some(self.clone()),
-            fut,
+            fut: Some(fut),
         }
     }
 
@@ -306,14 +306,27 @@ impl fmt::Debug for CurrentGuard {
     }
 }
 
-/// The future returned by [`Context::scope`].
-#[pin_project]
+/// The future returned by [`Context::scope`]. Its future is also dropped with the context
+/// current, so the drop of a local sees the context it ran under.
+#[pin_project(PinnedDrop)]
 #[must_use = "futures do nothing unless polled"]
 pub struct Scoped<F> {
     /// In the thread's slot during a poll, here between polls.
     ctx: Option<Context>,
+    /// `None` once dropped (in `drop`, under the context).
     #[pin]
-    fut: F,
+    fut: Option<F>,
+}
+
+#[pin_project::pinned_drop]
+impl<F> PinnedDrop for Scoped<F> {
+    fn drop(self: Pin<&mut Self>) {
+        let this = self.project();
+        let mut fut = this.fut;
+        if fut.is_some() {
+            poll_in(this.ctx, || fut.set(None));
+        }
+    }
 }
 
 /// Gives the context back to its owner when a poll ends, also by a panic.
@@ -351,7 +364,9 @@ impl<F: Future> Future for Scoped<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let fut = this.fut;
+        let Some(fut) = this.fut.as_pin_mut() else {
+            unreachable!("a Scoped future is only emptied by its drop");
+        };
         poll_in(this.ctx, || fut.poll(cx))
     }
 }
@@ -417,6 +432,6 @@ where
 {
     tokio::spawn(Scoped {
         ctx: Context::try_current(),
-        fut,
+        fut: Some(fut),
     })
 }
