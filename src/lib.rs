@@ -94,6 +94,7 @@ mod after;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
+mod blocking;
 mod cancellable_call;
 mod checkpoint;
 mod context;
@@ -102,26 +103,38 @@ mod error;
 mod group;
 mod handle;
 mod key;
+pub mod missing;
 mod node;
 #[cfg(feature = "propagation")]
 #[cfg_attr(docsrs, doc(cfg(feature = "propagation")))]
 pub mod propagation;
 mod race;
 mod scope;
-// tokio has no signal support under `--cfg loom` (the loom models need none).
 #[cfg(not(loom))]
+mod shutdown;
+// tokio has no signal support under `--cfg loom` (the loom models need none).
+#[cfg(all(feature = "signal", not(loom)))]
+#[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
 pub mod signal;
+#[cfg(feature = "stream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
+mod stream;
 mod sync;
+mod task_set;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+pub mod thread;
 mod timer;
+#[cfg(feature = "tokio-util")]
+mod token;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 mod values;
 
 pub use after::AfterFunc;
+pub use blocking::{SpawnBlocking, spawn_blocking};
 pub use checkpoint::checkpoint;
 pub use context::Context;
 pub use done::Done;
@@ -129,7 +142,16 @@ pub use error::{Cause, Error};
 pub use group::{Group, TaskFailed};
 pub use handle::CancelHandle;
 pub use key::{BoxError, ContextKey};
-pub use scope::{Run, Scoped, spawn};
+pub use scope::{CurrentGuard, Run, Scoped, spawn};
+#[cfg(not(loom))]
+pub use shutdown::{GraceExpired, Shutdown, ShutdownRequested};
+#[cfg(feature = "stream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
+pub use stream::{ScopedStream, UntilDone};
+pub use task_set::TaskSet;
+#[cfg(feature = "tokio-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio-util")))]
+pub use token::TokenCancelled;
 /// Deadlines are tokio's instants, so they follow tokio's (pausable) clock.
 pub use tokio::time::Instant;
 

@@ -10,4 +10,5 @@ pub use crate::cancellable_call::{
 pub use crate::key::CurrentValue;
 #[cfg(feature = "propagation")]
 pub use crate::propagation::{DisplayFromStr, KeyCodec};
+pub use crate::scope::current_at as implicit_context;
 pub use crate::{BoxError, Context, ContextKey};

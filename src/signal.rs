@@ -114,10 +114,22 @@ impl std::error::Error for SignalReceived {}
 /// raises it again (`signal_hook::low_level::emulate_default_handler`), so the process's parent
 /// sees it killed by the signal, as it expects (a shell then stops its script, for instance).
 /// That handler decides before the listeners hear the delivery, so the first signal is never
-/// taken for a second one. Consequences to know:
-/// - From the first `notify` for a signal to the end of the process, a delivery that no
-///   `notify` context listens for ends the process, even if other code listens with
-///   `tokio::signal` (ctxkit cannot see those listeners).
+/// taken for a second one.
+///
+/// # When the last `notify` context is gone
+///
+/// That handler lives only as long as some `notify` context for the signal does (cancelled or
+/// not: every clone of it, and every context derived from it). Once the last one is dropped,
+/// ctxkit removes it, and the signal reaches the process's own listeners as if `notify` had
+/// never been called: a library that used `notify` during start-up does not break the
+/// application's `tokio::signal::ctrl_c()` later. The one trace left is tokio's: like any tokio
+/// program that has listened for a signal once, the process keeps catching it, so a signal
+/// that nobody listens for any more is ignored rather than fatal.
+///
+/// Consequences to know:
+/// - While a `notify` context for a signal exists and none listens, a delivery ends the
+///   process, even if other code listens with `tokio::signal` (ctxkit cannot see those
+///   listeners). Drop the contexts (after stopping them) to hand the signal back.
 /// - Until the listener task has seen its context done (a moment after `stop`, the parent's
 ///   cancellation or the first signal), signals are still caught.
 /// - Elsewhere than on Unix there is no such emulation: there Ctrl-C stays caught by tokio.
@@ -138,6 +150,9 @@ pub fn notify(parent: &Context, signals: &[Signal]) -> (Context, CancelHandle) {
     if wanted.is_empty() || parent.is_done() {
         return parent.with_cancel();
     }
+    // The claim comes first: the default-action handler is in place before the listener's
+    // stream exists.
+    let claim = sys::Claim::new(&wanted);
     let listener = match sys::Listener::new(&wanted) {
         Ok(Some(listener)) => Ok(listener),
         // None of them can be heard on this platform.
@@ -147,14 +162,22 @@ pub fn notify(parent: &Context, signals: &[Signal]) -> (Context, CancelHandle) {
     // `by_signal` is the listener's; the caller's handle cancels the child below it, whose
     // cause is the parent's when a signal comes first.
     let (heard, by_signal) = parent.with_cancel();
-    let (ctx, stop) = heard.with_cancel();
+    let (listening, stop) = heard.with_cancel();
     match listener {
         Ok(listener) => {
-            tokio::spawn(listen(listener, ctx.clone(), by_signal));
+            tokio::spawn(listen(listener, listening.clone(), by_signal));
         }
         Err(e) => by_signal.cancel_with(e),
     }
-    (ctx, stop)
+    // The caller's context carries the claim: dropping its last clone hands the signals back.
+    (listening.with_value::<SignalNotify>(claim), stop)
+}
+
+/// The key of the value node that holds a `notify` context's [`sys::Claim`].
+struct SignalNotify;
+
+impl crate::ContextKey for SignalNotify {
+    type Value = sys::Claim;
 }
 
 /// Waits for a signal or for the context to be done, whichever comes first.
@@ -171,20 +194,44 @@ async fn listen(mut listener: sys::Listener, ctx: Context, by_signal: CancelHand
 mod sys {
     use std::io;
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-    use std::sync::{Mutex, Once, PoisonError};
+    use std::sync::{Mutex, MutexGuard, PoisonError};
     use std::task::{Context as TaskContext, Poll};
 
+    use signal_hook::SigId;
     use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
     use tokio::signal::unix::{SignalKind, signal};
 
     use super::Signal;
 
-    /// How many `notify` listeners are live per signal (by [`Signal::index`]).
-    static LISTENERS: Mutex<[usize; 4]> = Mutex::new([0; 4]);
-    /// Per signal: whether its default action is due, i.e. no listener is live. Read by the
-    /// signal handler, so it is an atomic that mirrors `LISTENERS` (written under its lock).
+    /// Per signal (by [`Signal::index`]): who has a stake in it.
+    struct Stake {
+        /// Live `notify` contexts (their [`Claim`]s).
+        contexts: usize,
+        /// Live listeners (their [`Armed`]s).
+        listeners: usize,
+        /// ctxkit's handler actions, registered while `contexts > 0`.
+        actions: Option<[SigId; 2]>,
+    }
+
+    static STAKES: Mutex<[Stake; 4]> = Mutex::new(
+        [const {
+            Stake {
+                contexts: 0,
+                listeners: 0,
+                actions: None,
+            }
+        }; 4],
+    );
+    /// Per signal: whether its default action is due, i.e. a `notify` context exists but no
+    /// listener is live. Read by the signal handler, so it is an atomic that mirrors `STAKES`
+    /// (written under its lock).
     static DEFAULT: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
-    static HOOKED: [Once; 4] = [const { Once::new() }; 4];
+    /// Per signal: set by every delivery, right after the default action was considered.
+    static SEEN: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
+
+    fn stakes() -> MutexGuard<'static, [Stake; 4]> {
+        STAKES.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
     fn raw(s: Signal) -> std::ffi::c_int {
         match s {
@@ -195,24 +242,26 @@ mod sys {
         }
     }
 
-    /// Per signal: set by every delivery, right after the default action was considered.
-    static SEEN: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
-
-    /// Adds, once per signal, the handler actions that run the default action while no listener
-    /// is live and then set `SEEN`. A signal handler runs its actions in the order they were
-    /// added: these come before tokio's own action unless other code listened with tokio first.
-    fn hook(s: Signal) {
-        HOOKED[s.index()].call_once(|| {
-            // Best effort: without them a second signal is caught like the first.
-            let i = s.index();
-            let _ = signal_hook::flag::register_conditional_default(raw(s), &DEFAULT[i]);
-            let _ = signal_hook::flag::register(raw(s), &SEEN[i]);
-        });
+    /// Adds the handler actions that run the default action while no listener is live and then
+    /// set `SEEN`. A signal handler runs its actions in the order they were added: these come
+    /// before tokio's own action unless someone listened with tokio first (then [`settle`]
+    /// covers the difference).
+    fn hook(s: Signal) -> Option<[SigId; 2]> {
+        let i = s.index();
+        // Best effort: without them a second signal is caught like the first.
+        let default = signal_hook::flag::register_conditional_default(raw(s), &DEFAULT[i]).ok()?;
+        match signal_hook::flag::register(raw(s), &SEEN[i]) {
+            Ok(seen) => Some([default, seen]),
+            Err(_) => {
+                signal_hook::low_level::unregister(default);
+                None
+            }
+        }
     }
 
     /// Waits until the handler has considered the default action for the delivery this listener
-    /// heard: when tokio's action ran first (someone listened with tokio before the first
-    /// `notify`), the listener may hear the signal before that, and disarming then would make
+    /// heard: when tokio's action ran first (someone listened with tokio before ctxkit's actions
+    /// were added), the listener may hear the signal before that, and disarming then would make
     /// the same delivery end the process. Bounded: the flag may have been reset by a new
     /// listener meanwhile, which keeps the default action off anyway.
     async fn settle(s: Signal) {
@@ -224,13 +273,53 @@ mod sys {
         }
     }
 
+    /// One `notify` context's stake in its signals, held by the context (in a value node) and
+    /// dropped with its last clone. ctxkit's handler actions for a signal exist exactly while
+    /// some claim on it does: the last one to go removes them, which gives the signal back to
+    /// the rest of the process.
+    pub(crate) struct Claim(Vec<Signal>);
+
+    impl Claim {
+        pub(super) fn new(signals: &[Signal]) -> Claim {
+            let mut stakes = stakes();
+            for &s in signals {
+                let stake = &mut stakes[s.index()];
+                stake.contexts += 1;
+                if stake.actions.is_none() {
+                    // A listener is about to arm: the default action is not due meanwhile.
+                    DEFAULT[s.index()].store(false, SeqCst);
+                    stake.actions = hook(s);
+                }
+            }
+            Claim(signals.to_vec())
+        }
+    }
+
+    impl Drop for Claim {
+        fn drop(&mut self) {
+            let mut stakes = stakes();
+            for &s in &self.0 {
+                let stake = &mut stakes[s.index()];
+                stake.contexts -= 1;
+                if stake.contexts == 0
+                    && let Some(actions) = stake.actions.take()
+                {
+                    for id in actions {
+                        signal_hook::low_level::unregister(id);
+                    }
+                    DEFAULT[s.index()].store(false, SeqCst);
+                }
+            }
+        }
+    }
+
     /// One live listener of one signal; dropping it may make the default action due.
     struct Armed(Signal);
 
     impl Armed {
         fn new(s: Signal) -> Armed {
-            let mut live = LISTENERS.lock().unwrap_or_else(PoisonError::into_inner);
-            live[s.index()] += 1;
+            let mut stakes = stakes();
+            stakes[s.index()].listeners += 1;
             DEFAULT[s.index()].store(false, SeqCst);
             SEEN[s.index()].store(false, SeqCst);
             Armed(s)
@@ -240,9 +329,10 @@ mod sys {
     impl Drop for Armed {
         fn drop(&mut self) {
             let i = self.0.index();
-            let mut live = LISTENERS.lock().unwrap_or_else(PoisonError::into_inner);
-            live[i] -= 1;
-            if live[i] == 0 {
+            let mut stakes = stakes();
+            let stake = &mut stakes[i];
+            stake.listeners -= 1;
+            if stake.listeners == 0 && stake.actions.is_some() {
                 DEFAULT[i].store(true, SeqCst);
             }
         }
@@ -259,7 +349,6 @@ mod sys {
                 // Armed before the stream exists, so the default action is never due while
                 // this listener could still hear the signal.
                 let armed = Armed::new(s);
-                hook(s);
                 let stream = signal(SignalKind::from_raw(raw(s)))
                     .map_err(|e| io::Error::new(e.kind(), format!("cannot listen for {s}: {e}")))?;
                 streams.push((s, stream, armed));
@@ -291,6 +380,15 @@ mod sys {
 
     use super::Signal;
 
+    /// Nothing to give back: there is no default-action emulation here.
+    pub(crate) struct Claim;
+
+    impl Claim {
+        pub(super) fn new(_: &[Signal]) -> Claim {
+            Claim
+        }
+    }
+
     pub(super) struct Listener {
         ctrl_c: CtrlC,
     }
@@ -320,6 +418,15 @@ mod sys {
     use std::task::{Context as TaskContext, Poll};
 
     use super::Signal;
+
+    /// Nothing to give back: no signal is heard here.
+    pub(crate) struct Claim;
+
+    impl Claim {
+        pub(super) fn new(_: &[Signal]) -> Claim {
+            Claim
+        }
+    }
 
     pub(super) enum Listener {}
 

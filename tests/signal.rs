@@ -1,7 +1,7 @@
 //! `signal::notify` with real signals: sent to this test process (the tests that listen take
 //! turns, since a signal reaches every listener of the process), or to a child process that
 //! re-runs this binary for the cases that end the process.
-#![cfg(unix)]
+#![cfg(all(unix, feature = "signal"))]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
@@ -229,6 +229,65 @@ fn a_signal_after_stop_gets_the_default_action() {
     assert_eq!(status.signal(), Some(2), "{status}");
 }
 
+#[test]
+fn once_the_last_notify_context_is_dropped_the_apps_own_ctrl_c_hears_the_signal() {
+    let mut child = Child::start("handed_back");
+    child.expect("@listening");
+    child.send("INT");
+    assert_eq!(child.expect("@app:"), "@app: heard SIGINT");
+    let status = child.exit_status();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn an_app_listener_made_before_notify_hears_the_signal_once_notify_is_gone() {
+    let mut child = Child::start("handed_back_tokio_first");
+    child.expect("@listening");
+    child.send("INT");
+    assert_eq!(child.expect("@app:"), "@app: heard SIGINT");
+    let status = child.exit_status();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_notify_after_the_signal_was_handed_back_arms_the_second_signal_again() {
+    let mut child = Child::start("notify_again");
+    child.expect("@ready");
+    child.send("INT");
+    assert_eq!(child.expect("@first:"), "@first: received SIGINT");
+    child.send("INT");
+    let status = child.exit_status();
+    assert_eq!(status.signal(), Some(2), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_on_signals_drains_at_the_first_signal_and_cuts_after_the_grace_period() {
+    use ctxkit::{GraceExpired, Shutdown};
+    let _turn = one_at_a_time().await;
+    let grace = Duration::from_millis(200);
+    let shutdown = Shutdown::on_signals(&Context::background(), &[Signal::Terminate], grace);
+    let (request, _done) = shutdown.hard().with_cancel();
+
+    send("TERM", std::process::id());
+    done_soon(shutdown.draining()).await;
+    let began = Instant::now();
+    assert_eq!(
+        shutdown.draining().cause().unwrap().to_string(),
+        "received SIGTERM"
+    );
+    assert!(
+        !request.is_done(),
+        "the hard cancel waits for the grace period"
+    );
+    done_soon(&request).await;
+    // Never before the grace period; how much after depends on the machine's load.
+    assert!(began.elapsed() >= grace, "{:?}", began.elapsed());
+    let cause = request.cause().unwrap();
+    let expired = cause.downcast_ref::<GraceExpired>().unwrap();
+    assert_eq!(expired.grace(), grace);
+    assert_eq!(expired.draining_began(), "received SIGTERM");
+}
+
 /// Not a test by itself: the child process of the tests above (`--ignored` runs it there).
 #[tokio::test]
 #[ignore = "runs as the child process of the signal tests"]
@@ -238,9 +297,10 @@ async fn signal_child() {
     };
     // Other code that listened with tokio before the first `notify`: its handler action runs
     // before ctxkit's, which must still not take the first signal for a second one.
-    let _earlier = (scenario == "tokio_first").then(|| {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).unwrap()
-    });
+    let mut earlier =
+        matches!(scenario.as_str(), "tokio_first" | "handed_back_tokio_first").then(|| {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).unwrap()
+        });
     let signals = [Signal::Interrupt, Signal::Terminate];
     let (ctx, stop) = signal::notify(&Context::background(), &signals);
     match scenario.as_str() {
@@ -254,6 +314,35 @@ async fn signal_child() {
             println!("@first: {}", ctx.cause().unwrap());
             // A shutdown that hangs.
             tokio::time::sleep(PATIENCE * 2).await;
+        }
+        "handed_back" | "handed_back_tokio_first" | "notify_again" => {
+            // A library's start-up: it listened, then stopped and let go of its context.
+            stop.cancel();
+            drop(ctx);
+            // Let the listener see it (this runtime has one thread: it runs meanwhile).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if scenario == "notify_again" {
+                let (again, _stop) = signal::notify(&Context::background(), &signals);
+                println!("@ready");
+                again.done().await;
+                // tokio's action now comes before ctxkit's re-added one, as when tokio listened
+                // first: the listener may still be settling when the context is done.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                println!("@first: {}", again.cause().unwrap());
+                tokio::time::sleep(PATIENCE * 2).await;
+                println!("@survived");
+                return;
+            }
+            // The application's own shutdown listener, made before or after.
+            let mut app = earlier.take().unwrap_or_else(|| {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).unwrap()
+            });
+            println!("@listening");
+            tokio::time::timeout(PATIENCE, app.recv())
+                .await
+                .expect("the app heard the signal");
+            println!("@app: heard SIGINT");
+            return;
         }
         "stop" => {
             stop.cancel();

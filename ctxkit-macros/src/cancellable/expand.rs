@@ -62,7 +62,16 @@ pub(crate) fn item(mut item: FnItem, args: &FnArgs, errors: &mut Errors) -> Toke
     };
 
     let ctx = match &source {
-        Source::Implicit => quote!(#private::Context::current()),
+        // A lookup that finds no context is reported at the fn's name (see `ctxkit::missing`).
+        Source::Implicit => {
+            let name = item.sig.ident.to_string();
+            quote_spanned! {item.sig.ident.span()=>
+                #private::implicit_context(
+                    ::core::panic::Location::caller(),
+                    ::core::option::Option::Some(::core::concat!(::core::module_path!(), "::", #name)),
+                )
+            }
+        }
         Source::Param { ident, ty } => {
             let span = syn::spanned::Spanned::span(ty);
             quote_spanned!(span=> #private::context_of(&#ident))

@@ -111,6 +111,7 @@ pub(crate) fn key(checked: &Checked, args: &KeyArgs) -> TokenStream {
 
             #[doc = #current_doc]
             #[inline]
+            #[track_caller]
             #[allow(dead_code)]
             #vis fn current<__CtxkitValue>() -> ::core::option::Option<__CtxkitValue>
             where
