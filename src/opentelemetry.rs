@@ -292,3 +292,103 @@ pub(crate) fn inject_current_span<I: Injector + ?Sized>(ctx: &Context, carrier: 
         state => carrier.set(TRACESTATE, state),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    use super::*;
+    use crate::observe::{self, Reached};
+
+    /// A meter provider whose counts can be read back.
+    fn provider() -> (SdkMeterProvider, InMemoryMetricExporter) {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        (provider, exporter)
+    }
+
+    /// The counts of [`CANCELLATIONS`] per kind, as `provider` exports them now.
+    fn counts(
+        provider: &SdkMeterProvider,
+        exporter: &InMemoryMetricExporter,
+    ) -> BTreeMap<String, u64> {
+        provider.force_flush().unwrap();
+        let mut out = BTreeMap::new();
+        for rm in exporter.get_finished_metrics().unwrap() {
+            for sm in rm.scope_metrics() {
+                assert_eq!(sm.scope().name(), "ctxkit");
+                for m in sm.metrics().filter(|m| m.name() == CANCELLATIONS) {
+                    assert_eq!(m.unit(), "{cancellation}");
+                    let AggregatedMetrics::U64(MetricData::Sum(sum)) = m.data() else {
+                        panic!("{CANCELLATIONS} is not a u64 sum: {:?}", m.data());
+                    };
+                    assert!(sum.is_monotonic());
+                    for dp in sum.data_points() {
+                        let kind = dp
+                            .attributes()
+                            .find(|kv| kv.key.as_str() == KIND)
+                            .map(|kv| kv.value.to_string())
+                            .expect("every point has a kind");
+                        // Cumulative: the last export holds the totals.
+                        out.insert(kind, dp.value());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn cancel_with(cause: impl Into<crate::Cause>) -> Context {
+        let (ctx, cancel) = Context::background().with_cancel();
+        cancel.cancel_with(cause);
+        ctx
+    }
+
+    fn report(ctx: &Context, reached: Reached) {
+        observe::cancelled(ctx.err().unwrap(), &ctx.cause().unwrap(), reached);
+    }
+
+    /// One test, as it changes the process's global meter provider.
+    #[test]
+    fn each_cancellation_counts_once_by_kind_on_the_provider_installed_when_it_happens() {
+        let explicit = cancel_with(std::io::Error::other("stop"));
+        let gone = cancel_with(crate::tower::ClientWentAway);
+        let (late, _c) = Context::background().with_timeout(std::time::Duration::ZERO);
+
+        // Before any provider is installed: counted nowhere, and nothing is kept that would
+        // make later counts no-ops.
+        report(&explicit, Reached::Here);
+
+        let (first, first_exported) = provider();
+        global::set_meter_provider(first.clone());
+        report(&explicit, Reached::Here);
+        report(&gone, Reached::Here);
+        report(&gone, Reached::Here);
+        report(&late, Reached::Here);
+        // A context reached by its parent's cancellation: that cancellation was counted.
+        report(&explicit, Reached::FromParent);
+        let expected: BTreeMap<String, u64> = [
+            ("client_went_away".to_owned(), 2),
+            ("deadline_exceeded".to_owned(), 1),
+            ("explicit".to_owned(), 1),
+        ]
+        .into();
+        assert_eq!(counts(&first, &first_exported), expected);
+
+        // A provider installed later gets the later cancellations, and the first no more.
+        let (second, second_exported) = provider();
+        global::set_meter_provider(second.clone());
+        report(&late, Reached::Here);
+        assert_eq!(
+            counts(&second, &second_exported),
+            [("deadline_exceeded".to_owned(), 1)].into()
+        );
+        first_exported.reset();
+        assert_eq!(counts(&first, &first_exported), expected);
+    }
+}

@@ -545,3 +545,198 @@ pub(crate) fn record_response<B>(span: &Span, resp: &http::Response<B>, server: 
         span.record("otel.status_code", "error");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
+    use tracing_subscriber::registry::LookupSpan;
+
+    use super::*;
+    use crate::observe::{self, Reached};
+
+    /// One recorded event: its name, level, target, fields as text, and the span it was in.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        name: &'static str,
+        level: Level,
+        target: String,
+        fields: BTreeMap<String, String>,
+        span: Option<String>,
+    }
+
+    struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+    impl field::Visit for Fields<'_> {
+        fn record_str(&mut self, f: &field::Field, value: &str) {
+            self.0.insert(f.name().to_owned(), value.to_owned());
+        }
+        fn record_debug(&mut self, f: &field::Field, value: &dyn fmt::Debug) {
+            self.0.insert(f.name().to_owned(), format!("{value:?}"));
+        }
+    }
+
+    /// A layer that keeps every event.
+    #[derive(Clone, Default)]
+    struct Collect(Arc<Mutex<Vec<Seen>>>);
+
+    impl<S: ::tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Collect {
+        fn on_event(&self, event: &::tracing::Event<'_>, ctx: LayerContext<'_, S>) {
+            let mut fields = BTreeMap::new();
+            event.record(&mut Fields(&mut fields));
+            let meta = event.metadata();
+            self.0.lock().unwrap().push(Seen {
+                name: meta.name(),
+                level: *meta.level(),
+                target: meta.target().to_owned(),
+                fields,
+                span: ctx.event_span(event).map(|s| s.name().to_owned()),
+            });
+        }
+    }
+
+    impl Collect {
+        fn take(&self) -> Vec<Seen> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    /// Reports `ctx`'s cancellation as the walk does, under a collecting subscriber.
+    fn report(ctx: &Context, reached: Reached) -> Vec<Seen> {
+        let collect = Collect::default();
+        let subscriber = tracing_subscriber::registry().with(collect.clone());
+        ::tracing::subscriber::with_default(subscriber, || {
+            observe::cancelled(ctx.err().unwrap(), &ctx.cause().unwrap(), reached);
+        });
+        collect.take()
+    }
+
+    fn here(line: u32) -> String {
+        format!("{}:{line}", file!())
+    }
+
+    #[test]
+    fn a_cancellation_is_one_event_with_its_kind_cause_and_origin() {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let line = line!() + 1;
+        cancel.cancel_with(std::io::Error::other("upstream closed"));
+        let seen = report(&ctx, Reached::Here);
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let e = &seen[0];
+        assert_eq!(e.name, CANCELLED);
+        assert_eq!(e.target, "ctxkit::cancel");
+        assert_eq!(e.fields[KIND], "explicit");
+        assert_eq!(e.fields[CAUSE], "upstream closed");
+        assert_eq!(e.fields[ORIGIN], here(line));
+        assert_eq!(e.fields["ctxkit.cancel.error"], "context canceled");
+        assert_eq!(e.fields["message"], CANCELLED);
+    }
+
+    #[test]
+    fn a_deadline_is_reported_at_info_with_where_it_was_set() {
+        let line = line!() + 1;
+        let (ctx, _cancel) = Context::background().with_timeout(std::time::Duration::ZERO);
+        let seen = report(&ctx, Reached::Here);
+        assert_eq!(seen[0].fields[KIND], "deadline_exceeded");
+        assert_eq!(seen[0].fields[ORIGIN], here(line));
+        assert_eq!(seen[0].fields[CAUSE], "context deadline exceeded");
+        assert_eq!(seen[0].level, Level::INFO);
+    }
+
+    #[test]
+    fn a_dropped_handle_is_explicit_at_debug_with_where_the_handle_was_made() {
+        let line = line!() + 1;
+        let (ctx, cancel) = Context::background().with_cancel();
+        let _watch = ctx.done(); // observed: the drop is a real cancellation
+        drop(cancel);
+        let seen = report(&ctx, Reached::Here);
+        assert_eq!(seen[0].fields[KIND], "explicit");
+        assert_eq!(seen[0].fields[ORIGIN], here(line));
+        assert_eq!(seen[0].level, Level::DEBUG);
+    }
+
+    #[test]
+    fn a_context_reached_by_its_parents_cancellation_is_reported_as_parent() {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, _child_cancel) = parent.with_cancel();
+        let line = line!() + 1;
+        cancel.cancel();
+        let seen = report(&child, Reached::FromParent);
+        assert_eq!(seen[0].fields[KIND], "parent");
+        assert_eq!(seen[0].fields[ORIGIN], here(line));
+        assert_eq!(seen[0].level, Level::DEBUG);
+    }
+
+    #[test]
+    fn every_kind_is_told_by_its_cause() {
+        fn kind_of(cause: impl Into<Cause>) -> CancelKind {
+            let (ctx, cancel) = Context::background().with_cancel();
+            cancel.cancel_with(cause);
+            CancelKind::of(&ctx).unwrap()
+        }
+        assert_eq!(
+            kind_of(crate::tower::ClientWentAway),
+            CancelKind::ClientWentAway
+        );
+        assert_eq!(
+            kind_of(crate::signal::SignalReceived(crate::signal::Signal::Terminate)),
+            CancelKind::Signal
+        );
+        assert_eq!(kind_of(crate::ShutdownRequested), CancelKind::Shutdown);
+        assert_eq!(kind_of(crate::TokenCancelled), CancelKind::Token);
+        assert_eq!(kind_of(std::io::Error::other("x")), CancelKind::Explicit);
+        assert_eq!(kind_of(Error::Canceled), CancelKind::Explicit);
+
+        // A deadline with a cause of its own is still a deadline.
+        let (ctx, _cancel) = Context::background()
+            .with_timeout_cause(std::time::Duration::ZERO, std::io::Error::other("slow"));
+        assert_eq!(CancelKind::of(&ctx), Some(CancelKind::DeadlineExceeded));
+        // A descendant is classified by the cause it inherited.
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, _c) = parent.with_cancel();
+        cancel.cancel_with(crate::tower::ClientWentAway);
+        assert_eq!(CancelKind::of(&child), Some(CancelKind::ClientWentAway));
+    }
+
+    #[tokio::test]
+    async fn a_failed_group_task_is_group_task_failed() {
+        let group: crate::Group<std::io::Error> = crate::Group::new(&Context::background());
+        let ctx = group.context().clone();
+        group.spawn(async { Err(std::io::Error::other("boom")) }).await;
+        assert!(group.wait().await.is_err());
+        assert_eq!(CancelKind::of(&ctx), Some(CancelKind::GroupTaskFailed));
+        let seen = report(&ctx, Reached::Here);
+        assert_eq!(seen[0].fields[KIND], "group_task_failed");
+    }
+
+    #[test]
+    fn the_event_is_in_the_span_current_where_the_cancellation_happens() {
+        let (ctx, cancel) = Context::background().with_cancel();
+        cancel.cancel();
+        let collect = Collect::default();
+        let subscriber = tracing_subscriber::registry().with(collect.clone());
+        ::tracing::subscriber::with_default(subscriber, || {
+            let _request = ::tracing::info_span!("request").entered();
+            observe::cancelled(ctx.err().unwrap(), &ctx.cause().unwrap(), Reached::Here);
+        });
+        assert_eq!(collect.take()[0].span.as_deref(), Some("request"));
+    }
+
+    #[test]
+    fn nothing_is_formatted_when_no_subscriber_listens() {
+        /// A cause whose text must not be asked for.
+        #[derive(Debug)]
+        struct Loud;
+        impl fmt::Display for Loud {
+            fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+                panic!("formatted although nobody listens")
+            }
+        }
+        impl std::error::Error for Loud {}
+        let (ctx, cancel) = Context::background().with_cancel();
+        cancel.cancel_with(Loud);
+        observe::cancelled(ctx.err().unwrap(), &ctx.cause().unwrap(), Reached::Here);
+    }
+}
