@@ -681,7 +681,9 @@ mod tests {
             CancelKind::ClientWentAway
         );
         assert_eq!(
-            kind_of(crate::signal::SignalReceived(crate::signal::Signal::Terminate)),
+            kind_of(crate::signal::SignalReceived(
+                crate::signal::Signal::Terminate
+            )),
             CancelKind::Signal
         );
         assert_eq!(kind_of(crate::ShutdownRequested), CancelKind::Shutdown);
@@ -704,7 +706,9 @@ mod tests {
     async fn a_failed_group_task_is_group_task_failed() {
         let group: crate::Group<std::io::Error> = crate::Group::new(&Context::background());
         let ctx = group.context().clone();
-        group.spawn(async { Err(std::io::Error::other("boom")) }).await;
+        group
+            .spawn(async { Err(std::io::Error::other("boom")) })
+            .await;
         assert!(group.wait().await.is_err());
         assert_eq!(CancelKind::of(&ctx), Some(CancelKind::GroupTaskFailed));
         let seen = report(&ctx, Reached::Here);
