@@ -269,3 +269,14 @@ async fn a_call_outside_any_request_is_parented_by_the_current_span() {
         )
     );
 }
+
+#[test]
+fn opentelemetrys_default_propagator_declares_no_fields() {
+    // What tells ctxkit that the program set no propagator (there is no API to ask): the
+    // default, the no-op propagator, declares none, and every real one declares its headers.
+    // (Nothing in this test binary sets the global propagator.)
+    assert!(opentelemetry::global::get_text_map_propagator(|p| p
+        .fields()
+        .next()
+        .is_none()));
+}
