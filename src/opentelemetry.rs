@@ -27,7 +27,7 @@
 //!   `tracing_opentelemetry` layer) nothing changes: ctxkit's own [`TraceContext`] travels as it
 //!   does without the feature.
 //! - **Cancellations are counted**: the counter [`CANCELLATIONS`] (`{cancellation}`), with the
-//!   attribute [`KIND`](crate::tracing::KIND), on the global meter provider. The instrument is
+//!   attribute [`KIND`], on the global meter provider. The instrument is
 //!   made on first use and made again when the global provider changes, so a provider installed
 //!   after the first cancellation still gets every later one.
 //!
@@ -97,7 +97,7 @@ use crate::propagation::{
 use crate::tracing::{CancelKind, KIND};
 
 /// The counter of cancellations, one per cancellation that took effect, with the attribute
-/// [`KIND`](crate::tracing::KIND) (`ctxkit.cancel.kind`). Unit `{cancellation}`; instrumentation
+/// [`KIND`] (`ctxkit.cancel.kind`). Unit `{cancellation}`; instrumentation
 /// scope `ctxkit`.
 pub const CANCELLATIONS: &str = "ctxkit.context.cancellations";
 
@@ -140,15 +140,15 @@ pub(crate) fn count_cancellation(kind: CancelKind) {
 fn user_propagator<T>(f: impl FnOnce(&dyn TextMapPropagator) -> T) -> Option<T> {
     let mut f = Some(f);
     global::get_text_map_propagator(|p| {
-        if p.fields().next().is_none() {
-            return None;
-        }
-        f.take().map(|f| f(p))
+        let set_by_the_program = p.fields().next().is_some();
+        f.take().filter(|_| set_by_the_program).map(|f| f(p))
     })
 }
 
 /// A ctxkit carrier as OpenTelemetry's `Extractor`. ctxkit's carriers do not list their fields,
 /// so `keys()` is empty: a propagator that reads fields by prefix finds none.
+// Used by the servers that make request spans (`ServerLayer`).
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 struct ExtractFrom<'a, E: ?Sized>(&'a E);
 
 impl<E: Extractor + ?Sized> ::opentelemetry::propagation::Extractor for ExtractFrom<'_, E> {
@@ -193,6 +193,8 @@ fn otel_baggage(baggage: &Baggage) -> ::opentelemetry::baggage::Baggage {
 
 /// The caller's span and baggage as an OpenTelemetry parent, from what ctxkit's own parsers read
 /// into `ctx` (an empty parent for a new trace).
+// Used by the servers that make request spans (`ServerLayer`).
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 fn parent_from(ctx: &Context) -> OtelContext {
     let mut parent = OtelContext::new();
     if let Some(trace) = ctx.value::<TraceContext>()
@@ -218,6 +220,8 @@ fn parent_from(ctx: &Context) -> OtelContext {
 /// of `span`, a request span that nothing has started yet, and returns `ctx` with a
 /// [`TraceContext`] naming `span`. Without an OpenTelemetry layer (or with `span` disabled),
 /// `ctx` comes back as it was.
+// Used by the servers that make request spans (`ServerLayer`).
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 pub(crate) fn continue_trace<E: Extractor + ?Sized>(
     span: &::tracing::Span,
     carrier: &E,

@@ -246,9 +246,8 @@ pub(crate) fn missing_context(missing: &crate::missing::MissingContext) -> bool 
 // ---------------------------------------------------------------------------------------------
 // The request span of `ServerLayer`.
 
-/// The fields of the request span before the recorded keys, in this order.
-#[cfg_attr(not(feature = "propagation"), allow(dead_code))]
-pub(crate) const REQUEST_FIELDS: [&str; 11] = [
+/// The request span's own fields, which a recorded key may not use (the derive refuses them).
+pub const REQUEST_SPAN_FIELDS: [&str; 11] = [
     "otel.name",
     "otel.kind",
     "http.request.method",
@@ -266,8 +265,8 @@ pub(crate) const REQUEST_FIELDS: [&str; 11] = [
 #[cfg_attr(not(feature = "propagation"), allow(dead_code))]
 pub(crate) const fn is_request_field(field: &str) -> bool {
     let mut i = 0;
-    while i < REQUEST_FIELDS.len() {
-        if const_eq(REQUEST_FIELDS[i].as_bytes(), field.as_bytes()) {
+    while i < REQUEST_SPAN_FIELDS.len() {
+        if const_eq(REQUEST_SPAN_FIELDS[i].as_bytes(), field.as_bytes()) {
             return true;
         }
         i += 1;
@@ -396,7 +395,7 @@ pub(crate) struct RequestSpans {
 impl RequestSpans {
     pub(crate) fn new(accept: &crate::propagation::Accept) -> RequestSpans {
         let keys: Vec<_> = accept.recorded().collect();
-        let names = REQUEST_FIELDS
+        let names = REQUEST_SPAN_FIELDS
             .iter()
             .copied()
             .chain(keys.iter().map(|(field, _)| *field))
@@ -414,7 +413,11 @@ impl RequestSpans {
         }
         let meta = self.shape.meta();
         let fields = meta.fields();
-        let f = |name| fields.field(name).expect("a field of REQUEST_FIELDS");
+        let f = |name| {
+            fields
+                .field(name)
+                .expect("one of the request span's own fields")
+        };
         let method = req.method().as_str();
         let path = req.uri().path();
         let (otel_name, rpc) = match grpc.then(|| grpc_names(path)).flatten() {

@@ -388,3 +388,22 @@ async fn a_lost_context_is_a_warning_event() {
 }
 
 use tracing::Instrument;
+
+/// `ctxkit-macros` cannot import `REQUEST_SPAN_FIELDS` (a proc-macro crate shares no constants),
+/// so it keeps a copy to refuse them at compile time: the two lists must agree.
+#[test]
+fn the_derive_refuses_the_request_spans_own_fields() {
+    let source = include_str!("../ctxkit-macros/src/key/args.rs");
+    let start = source
+        .find("const SPAN_FIELDS: [&str; ")
+        .expect("the derive's SPAN_FIELDS list");
+    let list = &source[start..];
+    let list = &list[list.find('[').unwrap() + 1..];
+    let list = &list[list.find('[').unwrap() + 1..list.find("];").unwrap()];
+    let derive: Vec<&str> = list
+        .split(',')
+        .map(|s| s.trim().trim_matches('"'))
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(derive, ctxkit::tracing::REQUEST_SPAN_FIELDS);
+}

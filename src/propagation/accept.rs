@@ -193,7 +193,7 @@ impl Accept {
     }
 
     /// The accepted keys marked `record`, in the order they were accepted.
-    #[cfg(feature = "tracing")]
+    #[cfg(all(feature = "tracing", feature = "tower"))]
     pub(crate) fn recorded(&self) -> impl Iterator<Item = RecordedKey> + '_ {
         self.keys.iter().filter_map(|k| k.record)
     }

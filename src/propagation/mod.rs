@@ -109,7 +109,7 @@ pub use traceparent::{TraceContext, TraceParent};
 pub use tracestate::TraceState;
 
 use self::accept::AcceptedKey;
-#[cfg(feature = "tracing")]
+#[cfg(all(feature = "tracing", feature = "tower"))]
 pub(crate) use self::accept::RecordedKey;
 use self::header_name::header_problem;
 use crate::{CancelHandle, Context, Instant};

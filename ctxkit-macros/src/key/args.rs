@@ -63,12 +63,26 @@ pub(crate) fn parse(attrs: &[Attribute], errors: &mut Errors) -> KeyArgs {
             "`codec` is the text form of a travelling value: add `header = \"x-name\"` too",
         );
     }
-    if let (Some(record), None) = (&args.record, &args.header) {
-        errors.spanned(
+    match (&args.record, &args.header) {
+        (Some(record), None) => errors.spanned(
             &record.path,
             "`record` makes a received value a field of the request's span, so the key must \
              travel: add `header = \"x-name\"` too",
-        );
+        ),
+        (Some(record), Some(header)) => {
+            let field = record.field.as_ref().unwrap_or(header).value();
+            if SPAN_FIELDS.contains(&field.as_str()) {
+                let message = format!(
+                    "`{field}` is one of the request span's own fields: give the key a field of \
+                     its own with `record = \"…\"`"
+                );
+                match &record.field {
+                    Some(lit) => errors.spanned(lit, message),
+                    None => errors.spanned(&record.path, message),
+                }
+            }
+        }
+        _ => {}
     }
     args
 }
@@ -83,6 +97,22 @@ const RESERVED: [&str; 6] = [
     "baggage",
     "ctxkit-deadline",
     "ctxkit-sent",
+];
+
+/// The request span's own fields, which no recorded key may use. A copy of
+/// `ctxkit::tracing::REQUEST_SPAN_FIELDS`; `tests/tracing.rs` in `ctxkit` checks that they agree.
+const SPAN_FIELDS: [&str; 11] = [
+    "otel.name",
+    "otel.kind",
+    "http.request.method",
+    "url.path",
+    "rpc.system",
+    "rpc.service",
+    "rpc.method",
+    "trace_id",
+    "http.response.status_code",
+    "rpc.grpc.status_code",
+    "otel.status_code",
 ];
 
 /// What to write when `record` is used without ctxkit's `tracing` feature.
