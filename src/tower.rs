@@ -16,6 +16,10 @@
 //!   fails with the context's error: for gRPC as a status a gRPC client reads like any server's
 //!   (4 `DEADLINE_EXCEEDED`, 1 `CANCELLED`), for HTTP as a boxed [`Error`].
 //!
+//! With the `tracing` feature, each request runs in a `request` span and each call in a `call`
+//! span (see `ctxkit::tracing`); with `opentelemetry`, the request span continues the caller's
+//! trace and a call sends its own span as the next hop's parent (see `ctxkit::opentelemetry`).
+//!
 //! Both races (the handler against the request's context, the call against the caller's) follow
 //! the crate's one fairness rule (see [`Context::run`]): a cancellation visible before a poll
 //! wins, a poll that completes the future wins, otherwise both wait.
