@@ -16,7 +16,8 @@ use crate::{Context, Error};
 /// returns a future of its result that ends with the context: Go's `go f(ctx)` for blocking
 /// code, with the caller waiting.
 ///
-/// - Inside `f`, [`Context::current`], `K::current()` and `ctx.check()` see the caller's context.
+/// - Inside `f`, [`Context::current`], `K::current()` and `ctx.check()` see the caller's context
+///   (and, with the `tracing` feature, the caller's span is current).
 /// - The awaiting caller gets `Err(Error::Canceled)` or `Err(Error::DeadlineExceeded)` as soon
 ///   as the context is done, not when `f` returns. **`f` itself cannot be stopped**: it keeps
 ///   running, detached, until it returns; make it call [`Context::check`] on
@@ -77,10 +78,16 @@ where
 fn start<T: Send + 'static>(f: Box<dyn FnOnce() -> T + Send>) -> Run<Join<T>> {
     let current = Context::try_current();
     let ctx = current.clone().unwrap_or_default();
+    #[cfg(feature = "tracing")]
+    let span = ::tracing::Span::current();
     let handle = (!ctx.is_done()).then(|| {
-        tokio::task::spawn_blocking(move || match current {
-            Some(ctx) => ctx.sync_scope(f),
-            None => f(),
+        tokio::task::spawn_blocking(move || {
+            #[cfg(feature = "tracing")]
+            let _span = span.enter();
+            match current {
+                Some(ctx) => ctx.sync_scope(f),
+                None => f(),
+            }
         })
     });
     ctx.run(Join(handle))

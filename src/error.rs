@@ -228,6 +228,16 @@ impl Cause {
         }
     }
 
+    /// The place in the code the cancellation came from (the `cancel()` call, the dropped
+    /// handle's creation, the deadline's setting), when known.
+    #[cfg(feature = "tracing")]
+    pub(crate) fn origin_location(&self) -> Option<&'static Location<'static>> {
+        self.origin.map(|o| match o {
+            Origin::Called(l) | Origin::Dropped(l) => l,
+            Origin::Deadline { set_at, .. } => set_at,
+        })
+    }
+
     /// Where the cancellation came from, as text (`cancel() called at src/main.rs:12:5`, …), when
     /// known.
     pub fn origin(&self) -> Option<String> {

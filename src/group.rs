@@ -239,6 +239,8 @@ where
         F: Future<Output = Result<(), E>> + Send + 'static,
     {
         let shared = Arc::clone(&self.shared);
+        #[cfg(feature = "tracing")]
+        let fut = ::tracing::Instrument::in_current_span(fut);
         let fut = CatchUnwind {
             fut: self.ctx.scope(fut),
         };

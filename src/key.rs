@@ -41,6 +41,13 @@ pub trait ContextKey: 'static {
     #[cfg_attr(docsrs, doc(cfg(feature = "propagation")))]
     const HEADER: Option<&'static str> = None;
 
+    /// The field of the request's `tracing` span that a received value is recorded in (`None`,
+    /// the default: not recorded). Set by the derive's `record` argument; see
+    /// `ctxkit::tracing`.
+    #[cfg(all(feature = "tracing", feature = "propagation"))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+    const RECORD: Option<&'static str> = None;
+
     /// The value's text form on the wire; `None` (the default) sends nothing.
     #[cfg(feature = "propagation")]
     #[cfg_attr(docsrs, doc(cfg(feature = "propagation")))]

@@ -105,6 +105,10 @@ mod handle;
 mod key;
 pub mod missing;
 mod node;
+mod observe;
+#[cfg(feature = "opentelemetry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+pub mod opentelemetry;
 #[cfg(feature = "propagation")]
 #[cfg_attr(docsrs, doc(cfg(feature = "propagation")))]
 pub mod propagation;
@@ -131,6 +135,9 @@ mod token;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
+#[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+pub mod tracing;
 mod values;
 
 pub use after::AfterFunc;

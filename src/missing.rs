@@ -14,6 +14,8 @@
 //!
 //! So such a lookup is reported, once per call site, as a [`MissingContext`]:
 //! - in debug builds, by default, as a warning on standard error that names the call site;
+//! - with the `tracing` feature, as a `WARN` event of target `ctxkit::missing` instead, in any
+//!   build, when a subscriber takes it;
 //! - to the hook given to [`set_hook`] instead, in any build (a test can collect them; a
 //!   service can log them);
 //! - as a panic, every time, in [`strict`] mode (or with the environment variable
@@ -176,7 +178,7 @@ pub(crate) fn report(at: &'static Location<'static>, function: Option<&'static s
         return;
     }
     let strict = is_strict();
-    if !strict && !HOOKED.load(Relaxed) && !cfg!(debug_assertions) {
+    if !strict && !HOOKED.load(Relaxed) && !cfg!(debug_assertions) && !tracing_listens() {
         return;
     }
     let missing = MissingContext {
@@ -198,11 +200,27 @@ pub(crate) fn report(at: &'static Location<'static>, function: Option<&'static s
     }
 }
 
-/// Where a report goes. The `tracing` feature's warning event will be sent from here too.
+/// Whether a `tracing` subscriber takes the warning event (feature `tracing`): then release
+/// builds report too.
+fn tracing_listens() -> bool {
+    #[cfg(feature = "tracing")]
+    return ::tracing::enabled!(target: "ctxkit::missing", ::tracing::Level::WARN);
+    #[cfg(not(feature = "tracing"))]
+    false
+}
+
+/// Where a report goes: the hook if one is set, else (feature `tracing`) a `WARN` event when a
+/// subscriber takes it, else standard error in debug builds.
 fn emit(missing: &MissingContext) {
     let hook = HOOK.read().unwrap_or_else(PoisonError::into_inner).clone();
-    match hook {
-        Some(hook) => hook(missing),
-        None => eprintln!("warning: ctxkit: {missing} (reported once per call site)"),
+    if let Some(hook) = hook {
+        return hook(missing);
+    }
+    #[cfg(feature = "tracing")]
+    if crate::tracing::missing_context(missing) {
+        return;
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: ctxkit: {missing} (reported once per call site)");
     }
 }

@@ -404,7 +404,8 @@ impl<F: Future> fmt::Debug for Run<F> {
 
 /// `tokio::spawn` that carries the current context into the new task, so it stays current there
 /// (and the task's `#[cancellable]` fns are cancelled with it). With no current context, the
-/// task has none either (and a lookup there is reported, as it would be here).
+/// task has none either (and a lookup there is reported, as it would be here). With the `tracing`
+/// feature the current span goes along too.
 ///
 /// ```
 /// use ctxkit::{Context, spawn};
@@ -428,6 +429,9 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    // The current span goes along too, so what the task logs stays in the caller's span.
+    #[cfg(feature = "tracing")]
+    let fut = ::tracing::Instrument::in_current_span(fut);
     tokio::spawn(Scoped {
         ctx: Context::try_current(),
         fut: Some(fut),

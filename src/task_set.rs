@@ -18,6 +18,7 @@ use crate::{CancelHandle, Context};
 /// - Each task's context is a child of [`TaskSet::context`], current in the task (so its
 ///   `#[cancellable]` fns, [`ctxkit::spawn`](crate::spawn)s and lookups see it). It is cancelled
 ///   when the task ends or is aborted, so whatever the task started under it stops too.
+/// - With the `tracing` feature, each task runs in the span current where it was spawned.
 /// - [`TaskSet::cancel`] cancels the set's context, and with it every task's; tasks end when
 ///   they look at it. Dropping the set cancels it and aborts every task.
 ///
@@ -83,6 +84,8 @@ impl<T: Send + 'static> TaskSet<T> {
         F: Future<Output = T> + Send + 'static,
     {
         let (ctx, end) = self.ctx.with_cancel();
+        #[cfg(feature = "tracing")]
+        let fut = ::tracing::Instrument::in_current_span(fut);
         self.set.spawn(async move {
             // Declared first, dropped last: the task's context ends with the task.
             let _end = end;
@@ -114,8 +117,12 @@ impl<T: Send + 'static> TaskSet<T> {
         F: FnOnce() -> T + Send + 'static,
     {
         let (ctx, end) = self.ctx.with_cancel();
+        #[cfg(feature = "tracing")]
+        let span = ::tracing::Span::current();
         self.set.spawn_blocking(move || {
             let _end = end;
+            #[cfg(feature = "tracing")]
+            let _span = span.enter();
             ctx.sync_scope(f)
         })
     }

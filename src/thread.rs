@@ -107,8 +107,14 @@ where
     T: Send + 'static,
 {
     let ctx = Context::try_current();
-    move || match ctx {
-        Some(ctx) => ctx.sync_scope(f),
-        None => f(),
+    #[cfg(feature = "tracing")]
+    let span = ::tracing::Span::current();
+    move || {
+        #[cfg(feature = "tracing")]
+        let _span = span.enter();
+        match ctx {
+            Some(ctx) => ctx.sync_scope(f),
+            None => f(),
+        }
     }
 }

@@ -16,6 +16,10 @@
 //!   fails with the context's error: for gRPC as a status a gRPC client reads like any server's
 //!   (4 `DEADLINE_EXCEEDED`, 1 `CANCELLED`), for HTTP as a boxed [`Error`].
 //!
+//! With the `tracing` feature, each request runs in a `request` span and each call in a `call`
+//! span (see `ctxkit::tracing`); with `opentelemetry`, the request span continues the caller's
+//! trace and a call sends its own span as the next hop's parent (see `ctxkit::opentelemetry`).
+//!
 //! Both races (the handler against the request's context, the call against the caller's) follow
 //! the crate's one fairness rule (see [`Context::run`]): a cancellation visible before a poll
 //! wins, a poll that completes the future wins, otherwise both wait.
@@ -66,6 +70,35 @@ use tower_service::Service;
 use crate::key::BoxError;
 use crate::propagation::{self, Accept, PropagationError};
 use crate::{CancelHandle, Context, Error, Instant, Run};
+
+/// The `tracing` span of a request or a call (feature `tracing`); without the feature, a
+/// stand-in that does nothing and takes no room.
+#[cfg(feature = "tracing")]
+use ::tracing::Span;
+
+#[cfg(not(feature = "tracing"))]
+#[derive(Clone, Debug)]
+struct Span;
+
+#[cfg(not(feature = "tracing"))]
+impl Span {
+    fn enter(&self) -> Entered {
+        Entered
+    }
+    fn in_scope<T>(&self, f: impl FnOnce() -> T) -> T {
+        f()
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+struct Entered;
+
+fn no_span() -> Span {
+    #[cfg(feature = "tracing")]
+    return Span::none();
+    #[cfg(not(feature = "tracing"))]
+    Span
+}
 
 /// What `grpc-message` percent-encodes: everything but printable ASCII, and `%`.
 const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
@@ -141,6 +174,8 @@ impl std::error::Error for ClientWentAway {}
 pub struct ServerLayer {
     root: Context,
     accept: Arc<Accept>,
+    #[cfg(feature = "tracing")]
+    spans: Arc<crate::tracing::RequestSpans>,
 }
 
 impl ServerLayer {
@@ -149,6 +184,8 @@ impl ServerLayer {
     pub fn new(root: Context, accept: Accept) -> ServerLayer {
         ServerLayer {
             root,
+            #[cfg(feature = "tracing")]
+            spans: Arc::new(crate::tracing::RequestSpans::new(&accept)),
             accept: Arc::new(accept),
         }
     }
@@ -170,6 +207,8 @@ impl<S> Layer<S> for ServerLayer {
             inner,
             root: self.root.clone(),
             accept: self.accept.clone(),
+            #[cfg(feature = "tracing")]
+            spans: self.spans.clone(),
         }
     }
 }
@@ -180,6 +219,8 @@ pub struct Server<S> {
     inner: S,
     root: Context,
     accept: Arc<Accept>,
+    #[cfg(feature = "tracing")]
+    spans: Arc<crate::tracing::RequestSpans>,
 }
 
 fn is_grpc<B>(req: &Request<B>) -> bool {
@@ -241,6 +282,21 @@ fn answer_done<B>(grpc: bool, err: Error) -> Response<ServerBody<B>> {
     }
 }
 
+/// A response on its way out: its status recorded in `span` (a request's when `server`), which
+/// its body then holds, so that the span ends when the answer is sent.
+fn respond<B>(
+    mut resp: Response<ServerBody<B>>,
+    span: &Span,
+    server: bool,
+) -> Response<ServerBody<B>> {
+    #[cfg(feature = "tracing")]
+    crate::tracing::record_response(span, &resp, server);
+    #[cfg(not(feature = "tracing"))]
+    let _ = server;
+    resp.body_mut().span = span.clone();
+    resp
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Server<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -256,6 +312,10 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let arrived = Instant::now();
         let grpc = is_grpc(&req);
+        #[cfg(feature = "tracing")]
+        let span = self.spans.start(&req, grpc);
+        #[cfg(not(feature = "tracing"))]
+        let span = Span;
         let (ctx, handle) =
             match propagation::extract(req.headers(), &self.root, &self.accept, arrived) {
                 Ok(pair) => pair,
@@ -266,20 +326,28 @@ where
                         GrpcCode::Internal,
                         e.to_string(),
                     );
-                    return ServerFuture::answered(resp, grpc);
+                    return ServerFuture::answered(resp, grpc, span);
                 }
             };
+        // Before anything starts the span: its parent is the caller's span.
+        #[cfg(feature = "opentelemetry")]
+        let ctx = crate::opentelemetry::continue_trace(&span, req.headers(), ctx);
+        #[cfg(feature = "tracing")]
+        self.spans.record(&span, &ctx);
         if let Some(err) = ctx.err() {
             // Already expired on arrival (a zero budget), or the server is shutting down.
-            return ServerFuture::answered(answer_done(grpc, err), grpc);
+            return ServerFuture::answered(answer_done(grpc, err), grpc, span);
         }
         req.extensions_mut().insert(ctx.clone());
+        // What the service does before its future is first polled is part of the request too.
+        let handler = span.in_scope(|| self.inner.call(req));
         // The handler runs with the request's context current, raced against it.
         ServerFuture {
-            run: Some(ctx.run(self.inner.call(req))),
+            run: Some(ctx.run(handler)),
             answer: None,
             handle: Some(handle),
             grpc,
+            span,
         }
     }
 }
@@ -297,15 +365,18 @@ pub struct ServerFuture<F: Future, B> {
     answer: Option<Response<ServerBody<B>>>,
     handle: Option<CancelHandle>,
     grpc: bool,
+    /// The request's span: entered while the handler is polled, then held by the body.
+    span: Span,
 }
 
 impl<F: Future, B> ServerFuture<F, B> {
-    fn answered(resp: Response<ServerBody<B>>, grpc: bool) -> Self {
+    fn answered(resp: Response<ServerBody<B>>, grpc: bool, span: Span) -> Self {
         ServerFuture {
             run: None,
             answer: Some(resp),
             handle: None,
             grpc,
+            span,
         }
     }
 }
@@ -318,8 +389,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         if let Some(resp) = this.answer.take() {
-            return Poll::Ready(Ok(resp));
+            return Poll::Ready(Ok(respond(resp, this.span, true)));
         }
         let Some(run) = this.run.as_mut().as_pin_mut() else {
             panic!("a ServerFuture was polled after completion");
@@ -329,10 +401,18 @@ where
         let handle = this.handle.take();
         Poll::Ready(match out {
             // The body keeps the request's context alive until it is sent or dropped.
-            Ok(Ok(resp)) => Ok(resp.map(|b| ServerBody::inner(b, handle))),
+            Ok(Ok(resp)) => Ok(respond(
+                resp.map(|b| ServerBody::inner(b, handle)),
+                this.span,
+                true,
+            )),
             // The request is over: dropping the handle cancels its context.
-            Ok(Err(e)) => Err(e),
-            Err(err) => Ok(answer_done(*this.grpc, err)),
+            Ok(Err(e)) => {
+                #[cfg(feature = "tracing")]
+                this.span.record("otel.status_code", "error");
+                Err(e)
+            }
+            Err(err) => Ok(respond(answer_done(*this.grpc, err), this.span, true)),
         })
     }
 }
@@ -341,8 +421,11 @@ where
 impl<F: Future, B> PinnedDrop for ServerFuture<F, B> {
     fn drop(self: Pin<&mut Self>) {
         // Still holding the handle: the answer was never produced, the server gave up on it.
-        // Cancel first, so the handler's future (dropped after this) sees why.
-        if let Some(handle) = self.project().handle.take() {
+        // Cancel first, so the handler's future (dropped after this) sees why; in the request's
+        // span, where the cancellation is reported.
+        let this = self.project();
+        if let Some(handle) = this.handle.take() {
+            let _entered = this.span.enter();
             handle.cancel_with(ClientWentAway);
         }
     }
@@ -365,6 +448,8 @@ pub struct ServerBody<B> {
     #[pin]
     kind: BodyKind<B>,
     handle: Option<CancelHandle>,
+    /// The request's span, which ends when the body does.
+    span: Span,
 }
 
 #[pin_project(project = BodyKindProj, project_ref = BodyKindRef)]
@@ -378,6 +463,7 @@ impl<B> ServerBody<B> {
         ServerBody {
             kind: BodyKind::Inner(body),
             handle,
+            span: no_span(),
         }
     }
 
@@ -385,6 +471,7 @@ impl<B> ServerBody<B> {
         ServerBody {
             kind: BodyKind::Message(Some(bytes).filter(|b| !b.is_empty())),
             handle: None,
+            span: no_span(),
         }
     }
 }
@@ -393,7 +480,9 @@ impl<B> ServerBody<B> {
 impl<B> PinnedDrop for ServerBody<B> {
     fn drop(self: Pin<&mut Self>) {
         // Still holding the handle: the body was dropped before its end was sent.
-        if let Some(handle) = self.project().handle.take() {
+        let this = self.project();
+        if let Some(handle) = this.handle.take() {
+            let _entered = this.span.enter();
             handle.cancel_with(ClientWentAway);
         }
     }
@@ -438,6 +527,7 @@ where
             Poll::Pending => false,
         };
         if over && let Some(h) = this.handle.take() {
+            let _entered = this.span.enter();
             h.cancel();
         }
         polled
@@ -549,18 +639,25 @@ where
             .cloned()
             .unwrap_or_else(Context::current);
         let grpc = is_grpc(&req);
+        #[cfg(feature = "tracing")]
+        let span = crate::tracing::call_span(&req, grpc);
+        #[cfg(not(feature = "tracing"))]
+        let span = Span;
         if let Some(err) = ctx.err() {
-            return ClientFuture::failed(Failure::Ended(err, ctx), grpc);
+            return ClientFuture::failed(Failure::Ended(err, ctx), grpc, span);
         }
-        if let Err(e) = propagation::inject(&ctx, req.headers_mut()) {
-            return ClientFuture::failed(Failure::Propagation(e), grpc);
+        // In the call's span: the next hop's parent is the call (with `opentelemetry`).
+        if let Err(e) = span.in_scope(|| propagation::inject(&ctx, req.headers_mut())) {
+            return ClientFuture::failed(Failure::Propagation(e), grpc, span);
         }
+        let call = span.in_scope(|| self.inner.call(req));
         // Dropping the call when the context is done aborts it (hyper resets the stream).
         ClientFuture {
-            run: Some(ctx.run(self.inner.call(req))),
+            run: Some(ctx.run(call)),
             ctx,
             failed: None,
             grpc,
+            span,
         }
     }
 }
@@ -617,15 +714,18 @@ pub struct ClientFuture<F: Future> {
     ctx: Context,
     failed: Option<Failure>,
     grpc: bool,
+    /// The call's span, entered while the transport's future is polled.
+    span: Span,
 }
 
 impl<F: Future> ClientFuture<F> {
-    fn failed(failure: Failure, grpc: bool) -> Self {
+    fn failed(failure: Failure, grpc: bool, span: Span) -> Self {
         ClientFuture {
             run: None,
             ctx: Context::background(),
             failed: Some(failure),
             grpc,
+            span,
         }
     }
 }
@@ -639,8 +739,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         if let Some(failure) = this.failed.take() {
-            return Poll::Ready(failure.into_result(*this.grpc));
+            return Poll::Ready(called(failure.into_result(*this.grpc), this.span));
         }
         let Some(run) = this.run.as_mut().as_pin_mut() else {
             panic!("a ClientFuture was polled after completion");
@@ -648,17 +749,17 @@ where
         let out = ready!(run.poll(cx));
         this.run.set(None);
         let failure = match out {
-            Ok(Ok(resp)) => return Poll::Ready(Ok(resp.map(ClientBody::inner))),
+            Ok(Ok(resp)) => return Poll::Ready(called(Ok(resp.map(ClientBody::inner)), this.span)),
             // A failure seen once the context has ended is the context's, whoever noticed
             // first (a transport timer set from our own `grpc-timeout`, a reset stream).
             // `err()` also reads a deadline whose timer has not run yet.
             Ok(Err(e)) => match this.ctx.err() {
                 Some(err) => Failure::Ended(err, this.ctx.clone()),
-                None => return Poll::Ready(Err(e.into())),
+                None => return Poll::Ready(called(Err(e.into()), this.span)),
             },
             Err(err) => Failure::Ended(err, this.ctx.clone()),
         };
-        Poll::Ready(failure.into_result(*this.grpc))
+        Poll::Ready(called(failure.into_result(*this.grpc), this.span))
     }
 }
 
@@ -669,6 +770,23 @@ impl<F: Future> fmt::Debug for ClientFuture<F> {
             .field("grpc", &self.grpc)
             .finish_non_exhaustive()
     }
+}
+
+/// A call's outcome, recorded in its span.
+fn called<B>(
+    out: Result<Response<ClientBody<B>>, BoxError>,
+    span: &Span,
+) -> Result<Response<ClientBody<B>>, BoxError> {
+    #[cfg(feature = "tracing")]
+    match &out {
+        Ok(resp) => crate::tracing::record_response(span, resp, false),
+        Err(_) => {
+            span.record("otel.status_code", "error");
+        }
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = span;
+    out
 }
 
 /// The response body of [`Client`]: the transport's, or none for a gRPC status of the layer's

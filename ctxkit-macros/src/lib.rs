@@ -41,7 +41,7 @@ use proc_macro::TokenStream;
 ///   needs `Value: Clone`, and only where it is called.
 ///
 /// Arguments of `#[context_key(..)]`: `value = Type`, `header = "x-name"`, `codec = path`,
-/// `crate = path::to::ctxkit` (when ctxkit is re-exported under another path).
+/// `record` (or `record = "field"`), `crate = path::to::ctxkit` (when ctxkit is re-exported under another path).
 ///
 /// A key's value never leaves the process unless the key names a header: with
 /// `header = "x-request-id"` (lower case; not one of `grpc-timeout`, `traceparent`, `tracestate`,
@@ -74,6 +74,21 @@ use proc_macro::TokenStream;
 /// assert_eq!(RequestId::encode(&42).as_deref(), Some("42"));
 /// assert_eq!(Shard::encode(&255).as_deref(), Some("ff"));
 /// assert_eq!(Shard::decode("ff").unwrap(), 255);
+/// ```
+///
+/// With ctxkit's `tracing` feature, `record` (with `header`) makes a received value a field of the
+/// request's span that `ctxkit::tower::ServerLayer` makes, so every log line of the request shows
+/// it: the field is named after the header, or `record = "request_id"` names it. It sets
+/// `ContextKey::RECORD`; without the feature `record` is a compile error saying so.
+///
+/// ```
+/// use ctxkit::ContextKey;
+///
+/// #[derive(ContextKey)]
+/// #[context_key(value = String, header = "x-request-id", record = "request_id")]
+/// struct RequestId;
+///
+/// assert_eq!(RequestId::RECORD, Some("request_id"));
 /// ```
 ///
 /// A key must be `'static` (a lifetime parameter is an error) and its value `Send + Sync`.

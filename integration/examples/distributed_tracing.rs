@@ -1,11 +1,16 @@
 //! The Go talk's first example for real: a request id and a deadline flowing through a gateway
-//! and two services, each a separate OS process talking HTTP on loopback.
+//! and two services, each a separate OS process talking HTTP on loopback, traced with
+//! OpenTelemetry.
 //!
-//! `cargo run --example distributed_tracing --features tower` starts `search` and `storage` and
-//! a `gateway` (this program again, with a role argument), then plays the user:
+//! `cargo run -p ctxkit-integration --example distributed_tracing` starts `search` and
+//! `storage` and a `gateway` (this program again, with a role argument), then plays the user:
 //!
 //! 1. a request with id `req-1` and a 2 s deadline: every hop logs the id, its remaining budget
-//!    and the trace id it received, and the answer comes back through all three;
+//!    and the trace id it received, and the answer comes back through all three. Every process
+//!    exports its spans over OTLP/gRPC to a receiver in this one (opentelemetry-proto's tonic
+//!    service), which then prints the trace as a tree: one line per span, under its parent,
+//!    with the process that made it. The services have no tracing code beyond installing the
+//!    subscriber and ctxkit's layers (and one span of storage's own, in a task it spawns);
 //! 2. a request (`req-2`) for slow work, from a user who hangs up after 300 ms: the cancellation
 //!    travels gateway -> search -> storage (each hop's request context is cancelled when its
 //!    caller goes away, and its outgoing call is dropped with it), and `storage` reports how long
@@ -19,6 +24,9 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use ctxkit::propagation::{Accept, TraceContext};
 use ctxkit::signal::{self, Signal};
@@ -30,14 +38,33 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tower::{Layer, ServiceExt};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
 
-/// The talk's request id, travelling as `x-request-id`.
+/// The talk's request id, travelling as `x-request-id`, and a field of every request's span.
 #[derive(ContextKey)]
-#[context_key(value = String, header = "x-request-id")]
+#[context_key(value = String, header = "x-request-id", record = "request_id")]
 struct RequestId;
+
+/// Where the processes send their spans: the receiver in the demo process.
+const OTLP_ENV: &str = "DISTRIBUTED_TRACING_OTLP";
 
 type HttpClient = Client<HyperClient<HttpConnector, Empty<Bytes>>>;
 
@@ -101,7 +128,9 @@ async fn handle(
         // `/slow` takes far longer than anyone waits.
         None => {
             let work = if path == "/slow" { 60_000 } else { 100 };
+            // The task carries the context and the request's span: its span is the request's child.
             let task = ctxkit::spawn(async move {
+                let _query = tracing::info_span!("storage.query");
                 let ctx = Context::current();
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(work)) => Some("storage: 42 rows".to_owned()),
@@ -131,6 +160,7 @@ fn reply(status: StatusCode, text: String) -> Response<Full<Bytes>> {
 /// A service process: serves on an ephemeral loopback port (printed as `LISTEN <addr>`) until
 /// SIGTERM or SIGINT.
 async fn serve(role: &'static str, next: Option<SocketAddr>) {
+    let tracing = install_tracing(role, &std::env::var(OTLP_ENV).expect("the demo's receiver"));
     let (root, _stop) = signal::notify(
         &Context::background(),
         &[Signal::Terminate, Signal::Interrupt],
@@ -158,6 +188,41 @@ async fn serve(role: &'static str, next: Option<SocketAddr>) {
     }
     eprintln!("[{role:>7}] {}: shutting down", root.cause().unwrap());
     connections.shutdown().await;
+    // What is still buffered goes out now (blocking: off the runtime's threads).
+    let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+}
+
+/// This process's `tracing` subscriber: OpenTelemetry's layer, exporting over OTLP/gRPC to the
+/// demo's receiver as service `service`. The whole setup a service needs besides ctxkit's layers.
+fn install_tracing(service: &'static str, endpoint: &str) -> SdkTracerProvider {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .unwrap();
+    // Batches every 100 ms, so the demo need not wait long for the last spans.
+    let batches = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_scheduled_delay(Duration::from_millis(100))
+                .build(),
+        )
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(service).build())
+        .with_span_processor(batches)
+        .build();
+    // ctxkit's spans and this program's; not those of the exporter's own transport.
+    let ours = Targets::new()
+        .with_target("ctxkit", tracing::Level::INFO)
+        .with_target("distributed_tracing", tracing::Level::INFO);
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("distributed_tracing"))
+            .with_filter(ours),
+    );
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    provider
 }
 
 /// A child process running `role`; its stdout lines and its address.
@@ -169,9 +234,10 @@ struct Child {
 }
 
 impl Child {
-    async fn start(role: &'static str, next: Option<SocketAddr>) -> Child {
+    async fn start(role: &'static str, next: Option<SocketAddr>, otlp: &str) -> Child {
         let mut cmd = tokio::process::Command::new(std::env::current_exe().unwrap());
         cmd.arg(role).stdout(Stdio::piped()).kill_on_drop(true);
+        cmd.env(OTLP_ENV, otlp);
         if let Some(next) = next {
             cmd.arg(next.to_string());
         }
@@ -208,26 +274,39 @@ impl Child {
 }
 
 async fn demo() {
-    let storage = Child::start("storage", None).await;
-    let search = Child::start("search", Some(storage.addr)).await;
-    let gateway = Child::start("gateway", Some(search.addr)).await;
+    let (receiver, otlp) = Receiver::start().await;
+    let tracing = install_tracing("user", &otlp);
+    let storage = Child::start("storage", None, &otlp).await;
+    let search = Child::start("search", Some(storage.addr), &otlp).await;
+    let gateway = Child::start("gateway", Some(search.addr), &otlp).await;
     let mut storage = storage;
     let client = http_client();
 
     println!("== 1. a request with an id and a 2 s deadline");
     let (ctx, _cancel) = Context::background()
         .with_value::<RequestId>("req-1".to_owned())
-        .with_value::<TraceContext>(TraceContext::new_root())
         .with_timeout(Duration::from_secs(2));
+    let user = tracing::info_span!("user.request", request_id = "req-1");
+    let trace_id = user.context().span().span_context().trace_id().to_string();
     let (status, body) = ctx
         .scope(get(
             &client,
             format!("http://{}/search?q=gophers", gateway.addr),
         ))
+        .instrument(user)
         .await
         .unwrap();
     println!("user: {status} {body}");
     assert_eq!(status, StatusCode::OK);
+    let _ = tokio::task::spawn_blocking({
+        let tracing = tracing.clone();
+        move || tracing.force_flush()
+    })
+    .await;
+    // Two spans in each process: the user's and three services'.
+    let spans = receiver.trace(&trace_id, 8).await;
+    println!("the trace, as the OTLP receiver got it from the four processes:");
+    print_tree(&spans);
 
     println!("== 2. a user who hangs up after 300 ms");
     let (ctx, hang_up) = Context::background()
@@ -264,6 +343,156 @@ async fn demo() {
     gateway.stop().await;
     search.stop().await;
     storage.stop().await;
+    let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+}
+
+/// One span as the receiver got it.
+#[derive(Clone, Debug)]
+struct Received {
+    service: String,
+    name: String,
+    kind: i32,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    start_ns: u64,
+    end_ns: u64,
+    attributes: HashMap<String, String>,
+}
+
+/// An OTLP/gRPC receiver (opentelemetry-proto's tonic service) keeping every span it gets.
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Received>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+            .as_ref()
+            .and_then(|v| v.value.as_ref())
+        {
+            Some(AnyValue::StringValue(s)) => s.clone(),
+            Some(AnyValue::IntValue(i)) => i.to_string(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        let mut kept = self.spans.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .map(|kv| text(&kv.value))
+                .unwrap_or_default();
+            for span in rs.scope_spans.into_iter().flat_map(|ss| ss.spans) {
+                kept.push(Received {
+                    service: service.clone(),
+                    name: span.name,
+                    kind: span.kind,
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    start_ns: span.start_time_unix_nano,
+                    end_ns: span.end_time_unix_nano,
+                    attributes: span
+                        .attributes
+                        .iter()
+                        .map(|kv| (kv.key.clone(), text(&kv.value)))
+                        .collect(),
+                });
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Receiver {
+    /// Listens on a loopback port; the receiver and its endpoint.
+    async fn start() -> (Receiver, String) {
+        let receiver = Receiver::default();
+        let incoming =
+            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let endpoint = format!("http://{}", incoming.local_addr().unwrap());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(receiver.clone()))
+                .serve_with_incoming(incoming),
+        );
+        (receiver, endpoint)
+    }
+
+    /// The spans of trace `trace_id`, once `count` have arrived (or 10 s have passed).
+    async fn trace(&self, trace_id: &str, count: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let spans: Vec<Received> = self
+                .spans
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.trace_id == trace_id)
+                .cloned()
+                .collect();
+            if spans.len() >= count || tokio::time::Instant::now() > deadline {
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Prints `spans` as a tree: one line per span, indented under its parent.
+fn print_tree(spans: &[Received]) {
+    fn line(span: &Received, depth: usize, spans: &[Received]) {
+        let kind = match span.kind {
+            2 => "server",
+            3 => "client",
+            _ => "internal",
+        };
+        let what = ["url.path", "url.full", "request_id"]
+            .iter()
+            .filter_map(|k| span.attributes.get(*k).map(|v| format!("{k}={v}")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let took = span.end_ns.saturating_sub(span.start_ns) as f64 / 1e6;
+        println!(
+            "  {:indent$}{:<width$} {:<8} {kind:<8} {took:>7.2} ms  {what}",
+            "",
+            span.name,
+            span.service,
+            indent = depth * 2,
+            width = 28 - depth * 2,
+        );
+        let mut children: Vec<&Received> = spans
+            .iter()
+            .filter(|s| s.parent_span_id == span.span_id)
+            .collect();
+        children.sort_by_key(|s| s.start_ns);
+        for child in children {
+            line(child, depth + 1, spans);
+        }
+    }
+    let ids: Vec<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    println!(
+        "  trace {}",
+        spans.first().map_or("-", |s| s.trace_id.as_str())
+    );
+    for root in spans
+        .iter()
+        .filter(|s| !ids.contains(&s.parent_span_id.as_str()))
+    {
+        line(root, 0, spans);
+    }
 }
 
 #[tokio::main]

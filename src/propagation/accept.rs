@@ -39,6 +39,34 @@ pub(super) struct AcceptedKey {
     key_name: &'static str,
     pub(super) header: &'static str,
     pub(super) attach: fn(&Context, &str) -> Result<Context, BoxError>,
+    /// For a key marked `record`: its span field, and its value's text in a context.
+    #[cfg(feature = "tracing")]
+    record: Option<RecordedKey>,
+}
+
+/// A key marked `record`: the span field its value goes in, and that value's text in a context.
+#[cfg(feature = "tracing")]
+pub(crate) type RecordedKey = (&'static str, fn(&Context) -> Option<String>);
+
+#[cfg(feature = "tracing")]
+fn recorded_text<K: ContextKey>(ctx: &Context) -> Option<String> {
+    ctx.value::<K>().and_then(K::encode)
+}
+
+/// `K`'s span field, checked when the program is compiled.
+#[cfg(feature = "tracing")]
+const fn recorded_field<K: ContextKey>() -> Option<&'static str> {
+    let Some(field) = K::RECORD else {
+        return None;
+    };
+    if crate::tracing::is_request_field(field) {
+        panic!(
+            "Accept::key: this key is recorded in a field the request span has of its own \
+             (otel.*, http.*, url.path, rpc.*, trace_id): name another one with \
+             `record = \"…\"`"
+        );
+    }
+    Some(field)
 }
 
 fn attach<K: ContextKey>(ctx: &Context, text: &str) -> Result<Context, BoxError> {
@@ -76,7 +104,9 @@ impl Accept {
     ///
     /// When another key already accepted travels in the same header (`#[context_key(header =
     /// "x-tenant")]` on both `TenantName` and `TenantId`): each would read the other's values. The
-    /// message names both keys. This is a mistake in the program, not in its input, so it stops
+    /// message names both keys. Likewise (feature `tracing`) when two keys are recorded in the
+    /// same span field. (A key recorded in one of the request span's own fields, such as
+    /// `trace_id`, does not compile.) This is a mistake in the program, not in its input, so it stops
     /// the server while it is being built, on every start, before any request is served (as
     /// axum's router does for two handlers on one route); a `Result` would only move the same
     /// `expect` into every caller.
@@ -111,11 +141,29 @@ impl Accept {
                 taken.key_name,
             );
         }
+        #[cfg(feature = "tracing")]
+        let record = const { recorded_field::<K>() };
+        #[cfg(feature = "tracing")]
+        if let Some(field) = record
+            && let Some(taken) = self
+                .keys
+                .iter()
+                .find(|k| k.record.is_some_and(|(f, _)| f == field))
+        {
+            panic!(
+                "Accept::key: key `{}` is recorded in the span field {field:?}, as key `{}` is \
+                 already: one would hide the other; name another field with `record = \"…\"`",
+                std::any::type_name::<K>(),
+                taken.key_name,
+            );
+        }
         self.keys.push(AcceptedKey {
             key,
             key_name: std::any::type_name::<K>(),
             header,
             attach: attach::<K>,
+            #[cfg(feature = "tracing")]
+            record: record.map(|field| (field, recorded_text::<K> as fn(&Context) -> _)),
         });
         self
     }
@@ -142,6 +190,12 @@ impl Accept {
 
     pub(super) fn keys(&self) -> &[AcceptedKey] {
         &self.keys
+    }
+
+    /// The accepted keys marked `record`, in the order they were accepted.
+    #[cfg(all(feature = "tracing", feature = "tower"))]
+    pub(crate) fn recorded(&self) -> impl Iterator<Item = RecordedKey> + '_ {
+        self.keys.iter().filter_map(|k| k.record)
     }
 }
 

@@ -109,6 +109,8 @@ pub use traceparent::{TraceContext, TraceParent};
 pub use tracestate::TraceState;
 
 use self::accept::AcceptedKey;
+#[cfg(all(feature = "tracing", feature = "tower"))]
+pub(crate) use self::accept::RecordedKey;
 use self::header_name::header_problem;
 use crate::{CancelHandle, Context, Instant};
 
@@ -133,6 +135,8 @@ pub const MAX_KEY_VALUE_BYTES: usize = 4096;
 ///
 /// - its deadline as `grpc-timeout`, the budget left now (`0n` once passed);
 /// - its [`TraceContext`] as `traceparent` (this hop's span as the parent) and `tracestate`;
+///   with the `opentelemetry` feature, the current `tracing` span's trace context instead when
+///   an OpenTelemetry layer made it (see `ctxkit::opentelemetry`);
 /// - its [`Baggage`] as `baggage`, within the size limits;
 /// - every travelling key's value (a key with a `ContextKey::HEADER`) found walking from `ctx`
 ///   to the root; the nearest value of a key wins.
@@ -189,6 +193,8 @@ pub fn inject_with<I: Injector + ?Sized>(
     for (header, text) in keys {
         carrier.set(header, text);
     }
+    #[cfg(feature = "opentelemetry")]
+    crate::opentelemetry::inject_current_span(ctx, carrier);
     Ok(())
 }
 

@@ -280,6 +280,25 @@ impl TraceContext {
         }
     }
 
+    /// A trace context with these exact ids: this hop's span as another tracer (OpenTelemetry)
+    /// made it, so that both name the same span.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn from_parts(
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+        parent_span_id: Option<[u8; 8]>,
+        flags: u8,
+        state: TraceState,
+    ) -> TraceContext {
+        TraceContext {
+            trace_id,
+            span_id,
+            parent_span_id,
+            flags,
+            state,
+        }
+    }
+
     /// The trace id.
     pub fn trace_id(&self) -> [u8; 16] {
         self.trace_id

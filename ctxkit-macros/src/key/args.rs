@@ -18,12 +18,25 @@ pub(crate) struct KeyArgs {
     pub(crate) header: Option<syn::LitStr>,
     /// `codec = path`: the value's text codec (a `KeyCodec`); `DisplayFromStr` when absent.
     pub(crate) codec: Option<syn::Path>,
+    /// `record` or `record = "field"`: the received value is a field of the request's span
+    /// (named `field`, else the header).
+    pub(crate) record: Option<Record>,
+}
+
+/// The `record` argument.
+pub(crate) struct Record {
+    /// The argument's own tokens, for errors.
+    pub(crate) path: syn::Path,
+    /// `record = "field"`: the span field's name; `None` for the header's name.
+    pub(crate) field: Option<syn::LitStr>,
 }
 
 /// The accepted arguments, for the "unknown argument" message.
 const ACCEPTED: &str = "`value = Type` (a marker key carrying a `Type`), \
                         `header = \"x-name\"` (the value travels in this header), \
-                        `codec = path::to::Codec` (its text form, with `header`) and \
+                        `codec = path::to::Codec` (its text form, with `header`), \
+                        `record` or `record = \"field\"` (a field of the request's span, with \
+                        `header`) and \
                         `crate = path::to::ctxkit` (when ctxkit is re-exported)";
 
 pub(crate) fn parse(attrs: &[Attribute], errors: &mut Errors) -> KeyArgs {
@@ -50,6 +63,27 @@ pub(crate) fn parse(attrs: &[Attribute], errors: &mut Errors) -> KeyArgs {
             "`codec` is the text form of a travelling value: add `header = \"x-name\"` too",
         );
     }
+    match (&args.record, &args.header) {
+        (Some(record), None) => errors.spanned(
+            &record.path,
+            "`record` makes a received value a field of the request's span, so the key must \
+             travel: add `header = \"x-name\"` too",
+        ),
+        (Some(record), Some(header)) => {
+            let field = record.field.as_ref().unwrap_or(header).value();
+            if SPAN_FIELDS.contains(&field.as_str()) {
+                let message = format!(
+                    "`{field}` is one of the request span's own fields: give the key a field of \
+                     its own with `record = \"…\"`"
+                );
+                match &record.field {
+                    Some(lit) => errors.spanned(lit, message),
+                    None => errors.spanned(&record.path, message),
+                }
+            }
+        }
+        _ => {}
+    }
     args
 }
 
@@ -64,6 +98,44 @@ const RESERVED: [&str; 6] = [
     "ctxkit-deadline",
     "ctxkit-sent",
 ];
+
+/// The request span's own fields, which no recorded key may use. A copy of
+/// `ctxkit::tracing::REQUEST_SPAN_FIELDS`; `tests/tracing.rs` in `ctxkit` checks that they agree.
+const SPAN_FIELDS: [&str; 11] = [
+    "otel.name",
+    "otel.kind",
+    "http.request.method",
+    "url.path",
+    "rpc.system",
+    "rpc.service",
+    "rpc.method",
+    "trace_id",
+    "http.response.status_code",
+    "rpc.grpc.status_code",
+    "otel.status_code",
+];
+
+/// What to write when `record` is used without ctxkit's `tracing` feature.
+const NEEDS_TRACING: &str = "`record` makes the value a field of the request's `tracing` span, which \
+                             needs ctxkit's `tracing` feature: \
+                             `ctxkit = { version = \"…\", features = [\"tracing\"] }`";
+
+/// Why `field` cannot name a span field, if it cannot; `tracing`: whether ctxkit's `tracing`
+/// feature is on.
+fn record_problem(field: Option<&str>, tracing: bool) -> Option<String> {
+    if !tracing {
+        return Some(NEEDS_TRACING.to_owned());
+    }
+    match field {
+        Some("") => Some(
+            "the field name is empty; write `record` alone to use the header's name".to_owned(),
+        ),
+        Some(f) if f.chars().any(|c| c.is_whitespace() || c.is_control()) => Some(format!(
+            "`{f}` has white space or control characters: span fields are identifiers such as `request_id`"
+        )),
+        _ => None,
+    }
+}
 
 /// What to write when `header` is used without ctxkit's `propagation` feature.
 const NEEDS_PROPAGATION: &str = "`header = \"…\"` makes the value travel between processes, which \
@@ -119,6 +191,28 @@ fn parse_one(meta: &ParseNestedMeta, args: &mut KeyArgs, errors: &mut Errors) ->
             input.parse::<syn::Path>()
         })?;
         set_once(&mut args.codec, path, &meta.path, errors);
+    } else if meta.path.is_ident("record") {
+        let field = if meta.input.peek(syn::Token![=]) {
+            Some(name_value(
+                meta,
+                "a string: `record = \"request_id\"`",
+                |input| input.parse::<syn::LitStr>(),
+            )?)
+        } else {
+            None
+        };
+        let value = field.as_ref().map(syn::LitStr::value);
+        if let Some(problem) = record_problem(value.as_deref(), cfg!(feature = "tracing")) {
+            match &field {
+                Some(lit) => errors.spanned(lit, problem),
+                None => errors.spanned(&meta.path, problem),
+            }
+        }
+        let record = Record {
+            path: meta.path.clone(),
+            field,
+        };
+        set_once(&mut args.record, record, &meta.path, errors);
     } else if meta.path.is_ident("crate") {
         let path = name_value(meta, "a path: `crate = path::to::ctxkit`", |input| {
             input.call(syn::Path::parse_mod_style)
@@ -142,7 +236,17 @@ fn parse_one(meta: &ParseNestedMeta, args: &mut KeyArgs, errors: &mut Errors) ->
 
 #[cfg(test)]
 mod tests {
-    use super::header_problem;
+    use super::{header_problem, record_problem};
+
+    #[test]
+    fn record_without_the_tracing_feature_names_the_feature() {
+        let problem = record_problem(None, false).unwrap();
+        assert!(problem.contains(r#"features = ["tracing"]"#), "{problem}");
+        assert_eq!(record_problem(None, true), None);
+        assert_eq!(record_problem(Some("request_id"), true), None);
+        assert!(record_problem(Some(""), true).is_some());
+        assert!(record_problem(Some("request id"), true).is_some());
+    }
 
     #[test]
     fn a_header_without_the_propagation_feature_names_the_feature() {

@@ -58,7 +58,20 @@ pub(crate) fn key(checked: &Checked, args: &KeyArgs) -> TokenStream {
         let span = args.codec.as_ref().map_or(header.span(), |c| c.span());
         let codec_trait =
             quote_spanned!(span=> <#codec as #private::KeyCodec<<Self as #private::ContextKey>::Value>>);
+        // Without ctxkit's `tracing` feature the trait has no `RECORD`: `record` was reported.
+        let record = args
+            .record
+            .as_ref()
+            .filter(|_| cfg!(feature = "tracing"))
+            .map(|record| {
+                let field = record.field.as_ref().unwrap_or(header);
+                quote! {
+                    const RECORD: ::core::option::Option<&'static str> =
+                        ::core::option::Option::Some(#field);
+                }
+            });
         quote! {
+            #record
             const HEADER: ::core::option::Option<&'static str> = ::core::option::Option::Some(#header);
             fn encode(
                 value: &<Self as #private::ContextKey>::Value,

@@ -37,4 +37,34 @@ mod tests {
         assert!(out.contains("const HEADER"), "{out}");
         assert!(!out.contains("compile_error"), "{out}");
     }
+
+    /// `record` names the span field: the header's name, or the one given.
+    #[cfg(all(feature = "propagation", feature = "tracing"))]
+    #[test]
+    fn record_names_the_span_field() {
+        let out = derive(syn::parse_quote! {
+            #[context_key(value = u64, header = "x-request-id", record)]
+            struct RequestId;
+        })
+        .to_string();
+        assert!(out.contains("const RECORD"), "{out}");
+        assert!(out.contains(r#"Some ("x-request-id")"#), "{out}");
+        let out = derive(syn::parse_quote! {
+            #[context_key(value = u64, header = "x-request-id", record = "request_id")]
+            struct RequestId;
+        })
+        .to_string();
+        assert!(out.contains(r#"Some ("request_id")"#), "{out}");
+        assert!(!out.contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn record_without_a_header_says_to_add_one() {
+        let out = derive(syn::parse_quote! {
+            #[context_key(value = u64, record)]
+            struct RequestId;
+        })
+        .to_string();
+        assert!(out.contains("add `header"), "{out}");
+    }
 }
