@@ -1,27 +1,6 @@
-//! # ctxkit
+#![doc = include_str!("../README.md")]
 //!
-//! Go's `context` package, done right for async Rust: request cancellation, deadlines and typed
-//! request-scoped values that flow through your code, your tasks and across process boundaries.
-//!
-//! A [`Context`] carries a cancellation signal, an optional deadline and typed request-scoped
-//! values through a tree: deriving a child never changes its parent, cancelling a parent cancels
-//! every descendant, and dropping a [`CancelHandle`] cancels too, so nothing leaks.
-//!
-//! ```
-//! use std::time::Duration;
-//! use ctxkit::{Context, Error};
-//!
-//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() {
-//! let (request, _cancel) = Context::background().with_timeout(Duration::from_millis(100));
-//! let (subtask, _cancel_subtask) = request.with_cancel();
-//!
-//! request.done().await; // the deadline fires without anyone polling
-//! assert_eq!(subtask.err(), Some(Error::DeadlineExceeded));
-//! # }
-//! ```
-//!
-//! # Guarantees
+//! ## Guarantees
 //!
 //! Each claim names the test that proves it (in `tests/`); the concurrent ones are
 //! also loom models (`tests/loom.rs`, run under `--cfg loom`), checked over every interleaving
@@ -167,8 +146,3 @@ pub use ctxkit_macros::{ContextKey, cancellable};
 // The macros' generated code names `::ctxkit::__private`; this makes that path work inside this
 // crate too.
 extern crate self as ctxkit;
-
-/// The README's examples run as doctests, so the README stays true.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
