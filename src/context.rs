@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::after::AfterFunc;
 use crate::done::Done;
+use crate::early_drop;
 use crate::error::{Cause, Error, Origin};
 use crate::handle::CancelHandle;
 use crate::key::ContextKey;
@@ -47,10 +48,20 @@ use crate::{Instant, timer};
 /// assert_eq!(root.err(), None); // the parent is untouched
 /// # }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct Context {
     /// `None` is `background()`.
     pub(crate) node: Option<Arc<Node>>,
+}
+
+impl Clone for Context {
+    #[inline]
+    fn clone(&self) -> Self {
+        early_drop::used();
+        Context {
+            node: self.node.clone(),
+        }
+    }
 }
 
 impl Context {
@@ -89,6 +100,7 @@ impl Context {
     /// The nearest cancellable node: this one, or the one a value node points at.
     #[inline]
     pub(crate) fn source(&self) -> Option<&Arc<Node>> {
+        early_drop::used();
         node::source_of(self.node.as_ref()?)
     }
 
@@ -96,6 +108,7 @@ impl Context {
     pub(crate) fn core(&self) -> Option<&CancelCore> {
         // `source()` then `expect_core()` would match the kind twice on every `is_done()`.
         // Tested in order of likelihood: a 4-way `match` compiles to a jump table here.
+        early_drop::used();
         let node = self.node.as_deref()?;
         if let Kind::Cancel(c) = &node.kind {
             return Some(c);
@@ -107,7 +120,8 @@ impl Context {
     }
 
     /// A child that is cancelled when the returned handle is cancelled or dropped, or when this
-    /// context is.
+    /// context is. Keep the handle in a named binding for as long as the child should live
+    /// (`let (child, _cancel) = ..`; `_` alone drops it at once: see [`CancelHandle`]).
     ///
     /// ```
     /// use ctxkit::{Context, Error};
@@ -175,6 +189,9 @@ impl Context {
     /// `with_deadline(now + after)`. A zero timeout gives a context that is done at once; a
     /// timeout too large to represent (such as `Duration::MAX`) means no deadline of its own
     /// (the context is then like [`Context::with_cancel`]).
+    ///
+    /// Bind the handle to a name (`_cancel`, not `_`): `let (ctx, _) = ..` drops it at once,
+    /// cancelling `ctx` (debug builds report it; see [`CancelHandle`]'s "Bind it to a name").
     ///
     /// ```
     /// use std::time::Duration;
@@ -271,6 +288,7 @@ impl Context {
     /// assert_eq!(b.value::<Tenant>(), Some(&"globex"));
     /// ```
     pub fn with_value<K: ContextKey>(&self, value: K::Value) -> Context {
+        early_drop::used();
         self.wrap(Arc::new(Node {
             parent: self.node.clone(),
             kind: Kind::Value(ValueSlot {
@@ -307,6 +325,7 @@ impl Context {
     /// assert_eq!(audit.value::<RequestId>(), Some(&9));
     /// ```
     pub fn without_cancel(&self) -> Context {
+        early_drop::used();
         self.wrap(Arc::new(Node {
             parent: self.node.clone(),
             kind: Kind::WithoutCancel,
@@ -414,6 +433,7 @@ impl Context {
     #[inline]
     pub fn value<K: ContextKey>(&self) -> Option<&K::Value> {
         let want = TypeId::of::<K>();
+        early_drop::used();
         let mut cur = self.node.as_deref();
         while let Some(n) = cur {
             if let Kind::Value(v) = &n.kind

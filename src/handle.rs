@@ -3,6 +3,7 @@
 use std::fmt;
 use std::panic::Location;
 
+use crate::early_drop;
 use crate::error::{Cause, Error, Origin};
 use crate::node::{self, LIVE, Node};
 use crate::sync::Arc;
@@ -22,10 +23,23 @@ use crate::sync::Arc;
 /// use ctxkit::{Context, Error};
 ///
 /// let (ctx, cancel) = Context::background().with_cancel();
+/// let worker = ctx.clone(); // handed on, e.g. to a task
 /// drop(cancel); // dropping cancels too
-/// assert_eq!(ctx.err(), Some(Error::Canceled));
-/// assert!(format!("{:?}", ctx.cause().unwrap()).contains("dropped"));
+/// assert_eq!(worker.err(), Some(Error::Canceled));
+/// assert!(format!("{:?}", worker.cause().unwrap()).contains("dropped"));
 /// ```
+///
+/// # Bind it to a name
+///
+/// `let (ctx, _) = parent.with_timeout(d);` drops the handle at the end of that statement
+/// (`_` binds nothing), so `ctx` is cancelled before its first use, and neither rustc nor clippy
+/// say so. Write `let (ctx, _cancel) = ..`: a named handle lives to the end of the scope. Debug
+/// builds report a handle dropped before anything used its context (read, waited on, derived
+/// from, cloned or made current), once per place it was made: a `WARN` event of target
+/// `ctxkit::handle` with the `tracing` feature, else a line on standard error, and a panic in
+/// strict mode ([`missing::strict`](crate::missing::strict), `CTXKIT_STRICT=1`). Calling
+/// [`cancel`](CancelHandle::cancel) says that you mean it and is never reported. Release builds
+/// check nothing.
 #[must_use = "dropping a CancelHandle cancels its context at once; bind it (`let (ctx, _cancel) = ..`) to keep the context alive"]
 pub struct CancelHandle {
     node: Arc<Node>,
@@ -34,6 +48,7 @@ pub struct CancelHandle {
 
 impl CancelHandle {
     pub(crate) fn new(node: Arc<Node>, created: &'static Location<'static>) -> Self {
+        early_drop::made(&*node);
         CancelHandle { node, created }
     }
 
@@ -87,7 +102,11 @@ fn cancel_plain(node: &Node, origin: Origin) {
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
+        let unused = early_drop::dropped_unused(&*self.node);
         if !node::release_unobserved(&self.node) {
+            if unused && !self.is_done() {
+                early_drop::report(self.created);
+            }
             cancel_plain(&self.node, Origin::Dropped(self.created));
         }
     }

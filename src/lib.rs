@@ -78,6 +78,7 @@ mod cancellable_call;
 mod checkpoint;
 mod context;
 mod done;
+mod early_drop;
 mod error;
 mod group;
 mod handle;

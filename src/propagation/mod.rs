@@ -327,6 +327,8 @@ pub fn extract<E: Extractor + ?Sized>(
         Some(at) => parent.with_deadline(at),
         None => parent.with_cancel(),
     };
+    // A bad key below returns early, dropping the handle before the context: on purpose.
+    crate::early_drop::used();
     for (key, text) in texts {
         ctx = (key.attach)(&ctx, text)
             .map_err(|e| PropagationError::key(key.header, text.as_bytes(), e.to_string()))?;
