@@ -93,6 +93,9 @@ pub mod opentelemetry;
 #[cfg_attr(docsrs, doc(cfg(feature = "propagation")))]
 pub mod propagation;
 mod race;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
 mod scope;
 #[cfg(not(loom))]
 mod shutdown;
