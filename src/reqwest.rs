@@ -41,10 +41,13 @@
 //!   without anyone noticing.
 //! - Failing locally before sending, setting the per-request timeout, and telling a deadline
 //!   from a cancellation in the error type all need no middleware chain. Applications that do use
-//!   `reqwest-middleware` can call [`propagation::inject`] in their own middleware.
+//!   `reqwest-middleware` can call [`propagation::inject`] in their own middleware. Retries
+//!   bounded by the budget are `ctxkit::retry` (feature `retry`).
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 
 use ::reqwest::{RequestBuilder, Response};
 
@@ -75,7 +78,7 @@ pub trait RequestBuilderExt: sealed::Sealed {
     /// assert!(matches!(err, Error::Context { sent: false, .. }));
     /// # }
     /// ```
-    fn send_with(self, ctx: &Context) -> impl Future<Output = Result<Response, Error>> + Send;
+    fn send_with(self, ctx: &Context) -> SendWith;
 }
 
 mod sealed {
@@ -84,10 +87,10 @@ mod sealed {
 }
 
 impl RequestBuilderExt for RequestBuilder {
-    fn send_with(self, ctx: &Context) -> impl Future<Output = Result<Response, Error>> + Send {
+    fn send_with(self, ctx: &Context) -> SendWith {
         let ctx = ctx.clone();
         let (client, request) = self.build_split();
-        async move {
+        SendWith(Box::pin(async move {
             if let Some(kind) = ctx.err() {
                 return Err(Error::unsent(kind));
             }
@@ -119,7 +122,27 @@ impl RequestBuilderExt for RequestBuilder {
                     source: None,
                 }),
             }
-        }
+        }))
+    }
+}
+
+/// The future of [`send_with`](RequestBuilderExt::send_with): the response, or why there is
+/// none. It owns everything it needs (`'static`, `Send`): spawn it, store it, return it from a
+/// closure.
+#[must_use = "futures do nothing unless polled"]
+pub struct SendWith(Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>);
+
+impl Future for SendWith {
+    type Output = Result<Response, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for SendWith {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendWith").finish_non_exhaustive()
     }
 }
 
