@@ -255,7 +255,7 @@ where
 
 /// Calls `attempt` until it succeeds, with exponential backoff and jitter bounded by `ctx`'s
 /// budget; every error is retried (see [`retry_if`] to stop on permanent ones). See the
-/// [`retry` module](crate::retry) for the rules.
+/// [`retry` module](mod@crate::retry) for the rules.
 ///
 /// ```
 /// use std::time::Duration;

@@ -54,12 +54,13 @@ async fn run(
         let (client, took) = (client.clone(), took.clone());
         async move {
             let began = Instant::now();
-            let out = match client.get(url).send_with(attempt.context()).await {
-                Ok(resp) => Err(CallError::Status(resp.status().as_u16())),
-                Err(e) => Err(CallError::Send(e)),
-            };
+            let out: Result<(), CallError> =
+                match client.get(url).send_with(attempt.context()).await {
+                    Ok(resp) => Err(CallError::Status(resp.status().as_u16())),
+                    Err(e) => Err(CallError::Send(e)),
+                };
             took.lock().unwrap().push(began.elapsed());
-            out.map(|()| ())
+            out
         }
     })
     .await
