@@ -84,7 +84,6 @@ mod group;
 mod handle;
 mod key;
 pub mod missing;
-mod node;
 mod observe;
 #[cfg(feature = "opentelemetry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
@@ -124,6 +123,7 @@ pub mod tower;
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub mod tracing;
+mod tree;
 mod values;
 
 pub use after::AfterFunc;
