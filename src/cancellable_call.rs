@@ -140,6 +140,9 @@ impl<F: Future> Future for CallBody<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        // The live tree: running, until an await suspends the call again.
+        #[cfg(feature = "live")]
+        this.frame.live.resumed();
         let mut watch = CallWatch {
             frame: this.frame,
             done: this.done,

@@ -61,11 +61,17 @@
 //!
 //! # Cost
 //!
-//! With the feature off nothing of this exists: no field, no branch. With it on, making a
-//! cancellable context reads the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`, a few
-//! nanoseconds; ages are precise to a few milliseconds), a `#[cancellable]` call that suspends
-//! registers once in a sharded global list, and each await that suspends stores its line. The
-//! measured figures are in `BENCHMARKS.md`.
+//! With the feature off nothing of this exists: no field, no branch. With it on:
+//!
+//! - a cancellable context keeps when and where it was made (16 bytes). The time is a coarse
+//!   one, refreshed every 5 ms by a thread the feature starts with the first context (reading
+//!   even the coarse clock would cost a creation a sixth of its time): ages are precise to a
+//!   few milliseconds;
+//! - a `#[cancellable]` call that suspends registers once in a sharded global list, and leaves
+//!   it when it ends; each await that suspends stores its line and column, and each poll of the
+//!   call clears them.
+//!
+//! The measured figures are in `BENCHMARKS.md`.
 //!
 //! The snapshot locks each context's registry only while copying its children's pointers: it
 //! never holds a lock while it formats values (foreign code) or while it drops what it copied,
@@ -74,10 +80,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use slab::Slab;
 
 #[cfg(feature = "axum")]
@@ -101,9 +108,48 @@ impl Birth {
     #[inline]
     pub(crate) fn now(here: &'static Location<'static>) -> Birth {
         Birth {
-            at: coarsetime::Instant::now_without_cache_update(),
+            at: coarse_now(),
             here,
         }
+    }
+}
+
+/// How often the clock thread refreshes the coarse time contexts are stamped with.
+const TICK_MS: u64 = 5;
+
+/// Whether the clock thread runs.
+static TICKING: AtomicBool = AtomicBool::new(false);
+
+/// The time, to within [`TICK_MS`] and the coarse clock's own granularity: the value the clock
+/// thread last stored (one load; reading even the coarse clock costs a context's creation a
+/// sixth of its time).
+#[inline]
+fn coarse_now() -> coarsetime::Instant {
+    if TICKING.load(Ordering::Relaxed) {
+        coarsetime::Instant::recent()
+    } else {
+        start_clock()
+    }
+}
+
+/// Starts the clock thread (once) and reads the clock; if no thread can be started, every stamp
+/// reads the clock.
+#[cold]
+fn start_clock() -> coarsetime::Instant {
+    static UPDATER: OnceLock<Option<coarsetime::Updater>> = OnceLock::new();
+    let started = UPDATER.get_or_init(|| coarsetime::Updater::new(TICK_MS).start().ok());
+    if started.is_some() {
+        TICKING.store(true, Ordering::Relaxed);
+    }
+    coarsetime::Instant::now_without_cache_update()
+}
+
+/// `now - then`, zero if the clock thread's last stamp is behind a fresh reading's.
+fn since(now: coarsetime::Instant, then: coarsetime::Instant) -> Duration {
+    if now > then {
+        now.duration_since(then).into()
+    } else {
+        Duration::ZERO
     }
 }
 
@@ -154,8 +200,33 @@ pub(crate) struct Call {
     ctx: Option<Arc<Node>>,
     /// `line << 32 | column` of the await the call is suspended at; 0 while it runs.
     site: AtomicU64,
-    /// The file of that await, when it is not the fn's own (code another file's macro made).
+    /// The address of the file name of that await when it is not the fn's own constant (code
+    /// another file's macro made), else 0; the name itself is in `other_file`.
+    file: AtomicUsize,
     other_file: Mutex<Option<&'static str>>,
+}
+
+impl Call {
+    /// The call's await is in `file` (at `addr`), not in the fn's own file constant.
+    #[cold]
+    fn other_file(&self, addr: usize, file: &'static str) {
+        *self
+            .other_file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(file);
+        self.file.store(addr, Ordering::Relaxed);
+    }
+
+    /// The file of the await the call is suspended at.
+    fn await_file(&self) -> &'static str {
+        if self.file.load(Ordering::Relaxed) == 0 {
+            return self.defined.file();
+        }
+        self.other_file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or(self.defined.file())
+    }
 }
 
 /// What a call frame keeps for the tree: who it is, and its registration once it suspended.
@@ -196,7 +267,7 @@ impl CallSlot {
         CallSlot {
             name,
             defined,
-            born: coarsetime::Instant::now_without_cache_update(),
+            born: coarse_now(),
             registered: OnceLock::new(),
         }
     }
@@ -206,18 +277,20 @@ impl CallSlot {
     pub(crate) fn suspended(&self, site: &'static Location<'static>, ctx: &Context) {
         let r = self.registered.get_or_init(|| self.register(ctx));
         let file = site.file();
-        let own = self.defined.file();
-        if !(std::ptr::eq(file, own) || file == own) {
-            *r.call
-                .other_file
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(file);
+        // Almost always the fn's own file, as the same constant: one comparison.
+        let addr = if std::ptr::eq(file, self.defined.file()) {
+            0
+        } else {
+            file.as_ptr() as usize
+        };
+        if addr != r.call.file.load(Ordering::Relaxed) {
+            r.call.other_file(addr, file);
         }
         let packed = (u64::from(site.line()) << 32) | u64::from(site.column());
         r.call.site.store(packed, Ordering::Relaxed);
     }
 
-    /// The await the call was suspended at completed: the call runs.
+    /// The call is polled: it runs until an await suspends it again.
     #[inline]
     pub(crate) fn resumed(&self) {
         if let Some(r) = self.registered.get() {
@@ -233,6 +306,7 @@ impl CallSlot {
             born: self.born,
             ctx: ctx.node.clone(),
             site: AtomicU64::new(0),
+            file: AtomicUsize::new(0),
             other_file: Mutex::new(None),
         });
         let shard = shard_of_thread();
@@ -560,7 +634,7 @@ fn describe(node: Option<&Arc<Node>>, now: coarsetime::Instant, tokio_now: Insta
         return (kind, None, None, None, None);
     };
     let birth = core.live;
-    let age = now.duration_since(birth.at).into();
+    let age = since(now, birth.at);
     let deadline_in = n
         .deadline()
         .map(|at| at.saturating_duration_since(tokio_now));
@@ -584,18 +658,14 @@ fn value_of(n: &Arc<Node>) -> LiveValue {
 fn call_of(c: &Call, values: &[Arc<Node>], now: coarsetime::Instant) -> LiveCall {
     let packed = c.site.load(Ordering::Relaxed);
     let awaiting = (packed != 0).then(|| AwaitSite {
-        file: c
-            .other_file
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .unwrap_or(c.defined.file()),
+        file: c.await_file(),
         line: (packed >> 32) as u32,
         column: packed as u32,
     });
     LiveCall {
         name: c.name,
         defined_at: c.defined,
-        age: now.duration_since(c.born).into(),
+        age: since(now, c.born),
         awaiting,
         values: values.iter().map(value_of).collect(),
     }
@@ -672,10 +742,12 @@ impl fmt::Display for Millis {
 }
 
 impl Snapshot {
-    /// The snapshot as JSON: `{"contexts", "calls", "took_us", "root"}`, where each context is
-    /// `{"kind", "created_at", "age_ms", "deadline_in_ms", "err", "values", "calls",
-    /// "children", "hidden"}`, each value `{"key", "value"}` and each call `{"name", "defined_at",
-    /// "age_ms", "awaiting", "values"}` (absent facts are `null`).
+    /// The snapshot as a JSON value: `{"contexts", "calls", "took_us", "root"}`, where each
+    /// context is `{"kind", "created_at", "age_ms", "deadline_in_ms", "err", "values", "calls",
+    /// "children", "hidden"}`, each value `{"key", "value"}` and each call `{"name",
+    /// "defined_at", "age_ms", "awaiting", "values"}` (absent facts are `null`). The snapshot is
+    /// also `serde::Serialize` in this shape, for any serde format; [`Snapshot::to_json_string`]
+    /// writes the JSON text without building the value first.
     ///
     /// ```
     /// use ctxkit::Context;
@@ -687,12 +759,12 @@ impl Snapshot {
     /// assert_eq!(json["root"]["children"][0]["kind"], "WithCancel");
     /// ```
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "contexts": self.contexts,
-            "calls": self.calls,
-            "took_us": u64::try_from(self.took.as_micros()).unwrap_or(u64::MAX),
-            "root": context_json(&self.root),
-        })
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// The snapshot as JSON text (see [`Snapshot::to_json`]).
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
@@ -700,36 +772,60 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn values_json(values: &[LiveValue]) -> serde_json::Value {
-    values
-        .iter()
-        .map(|v| serde_json::json!({ "key": v.key, "value": v.value }))
-        .collect()
+/// `Display` as a serde string.
+struct Text<T>(T);
+
+impl<T: fmt::Display> Serialize for Text<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
 }
 
-fn context_json(c: &LiveContext) -> serde_json::Value {
-    let calls: Vec<serde_json::Value> = c
-        .calls
-        .iter()
-        .map(|call| {
-            serde_json::json!({
-                "name": call.name,
-                "defined_at": call.defined_at.to_string(),
-                "age_ms": ms(call.age),
-                "awaiting": call.awaiting.map(|s| s.to_string()),
-                "values": values_json(&call.values),
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "kind": c.kind,
-        "created_at": c.created_at.map(|l| l.to_string()),
-        "age_ms": c.age.map(ms),
-        "deadline_in_ms": c.deadline_in.map(ms),
-        "err": c.err.map(|e| e.to_string()),
-        "values": values_json(&c.values),
-        "calls": calls,
-        "children": c.children.iter().map(context_json).collect::<Vec<_>>(),
-        "hidden": c.hidden,
-    })
+impl Serialize for Snapshot {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("contexts", &self.contexts)?;
+        m.serialize_entry("calls", &self.calls)?;
+        let took = u64::try_from(self.took.as_micros()).unwrap_or(u64::MAX);
+        m.serialize_entry("took_us", &took)?;
+        m.serialize_entry("root", &self.root)?;
+        m.end()
+    }
+}
+
+impl Serialize for LiveContext {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(9))?;
+        m.serialize_entry("kind", self.kind)?;
+        m.serialize_entry("created_at", &self.created_at.map(Text))?;
+        m.serialize_entry("age_ms", &self.age.map(ms))?;
+        m.serialize_entry("deadline_in_ms", &self.deadline_in.map(ms))?;
+        m.serialize_entry("err", &self.err.map(Text))?;
+        m.serialize_entry("values", &self.values)?;
+        m.serialize_entry("calls", &self.calls)?;
+        m.serialize_entry("children", &self.children)?;
+        m.serialize_entry("hidden", &self.hidden)?;
+        m.end()
+    }
+}
+
+impl Serialize for LiveValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("key", &self.key)?;
+        m.serialize_entry("value", &self.value)?;
+        m.end()
+    }
+}
+
+impl Serialize for LiveCall {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry("name", self.name)?;
+        m.serialize_entry("defined_at", &Text(self.defined_at))?;
+        m.serialize_entry("age_ms", &ms(self.age))?;
+        m.serialize_entry("awaiting", &self.awaiting.map(Text))?;
+        m.serialize_entry("values", &self.values)?;
+        m.end()
+    }
 }

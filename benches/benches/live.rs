@@ -143,7 +143,7 @@ mod snapshot {
             b.iter(|| black_box(ctxkit::live::snapshot(&root).to_string()))
         });
         g.bench_function("snapshot+json", |b| {
-            b.iter(|| black_box(ctxkit::live::snapshot(&root).to_json().to_string()))
+            b.iter(|| black_box(ctxkit::live::snapshot(&root).to_json_string()))
         });
         g.finish();
         drop(handles);

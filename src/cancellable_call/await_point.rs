@@ -11,16 +11,13 @@ use super::CallFrame;
 
 /// What an await knows about itself for the features that report awaits (`testing`: which
 /// await a cancel-safety test cancelled at; `live`: where a suspended call waits): its place in
-/// the user's code, whether it was polled before, and whether its last poll was pending.
-/// Zero-sized, and every method empty, without them: the macro's expansion is the same either
-/// way.
+/// the user's code and whether it was polled before. Zero-sized, and every method empty, without
+/// them: the macro's expansion is the same either way.
 pub(crate) struct AwaitSite {
     #[cfg(any(feature = "testing", feature = "live"))]
     location: &'static std::panic::Location<'static>,
     #[cfg(feature = "testing")]
     started: bool,
-    #[cfg(feature = "live")]
-    pending: bool,
 }
 
 impl AwaitSite {
@@ -34,8 +31,6 @@ impl AwaitSite {
             location: std::panic::Location::caller(),
             #[cfg(feature = "testing")]
             started: false,
-            #[cfg(feature = "live")]
-            pending: false,
         }
     }
 
@@ -50,14 +45,11 @@ impl AwaitSite {
                 probe.reached(self.location, pending);
             }
         }
-        // The live tree: the call is suspended here until a poll completes the await.
+        // The live tree: the call is suspended here until its next poll (`CallBody::poll`
+        // clears it); an await that completes at once costs nothing.
         #[cfg(feature = "live")]
         if pending {
-            self.pending = true;
             frame.live.suspended(self.location, &frame.ctx);
-        } else if self.pending {
-            self.pending = false;
-            frame.live.resumed();
         }
         let _ = (frame, pending);
     }

@@ -63,7 +63,7 @@ impl LiveTree {
     fn answer<B>(&self, req: &Request<B>) -> Response {
         let tree = crate::live::snapshot(&self.root);
         let (body, kind) = if wants_json(req) {
-            (tree.to_json().to_string(), "application/json")
+            (tree.to_json_string(), "application/json")
         } else {
             (tree.to_string(), "text/plain; charset=utf-8")
         };
