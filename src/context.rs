@@ -298,6 +298,8 @@ impl Context {
                         name: std::any::type_name::<K>,
                         #[cfg(feature = "propagation")]
                         travel: crate::key::travel::<K>,
+                        #[cfg(feature = "live")]
+                        debug: crate::live::debug_of::<K>,
                     }
                 },
                 value: Box::new(value),
@@ -528,7 +530,7 @@ impl fmt::Debug for Context {
 }
 
 /// `my_crate::keys::RequestId` -> `RequestId`; `a::B<c::D>` -> `B<D>`.
-fn short_type_name(full: &str) -> String {
+pub(crate) fn short_type_name(full: &str) -> String {
     let mut out = String::with_capacity(full.len());
     let mut word = String::new();
     for ch in full.chars() {

@@ -83,6 +83,9 @@ mod error;
 mod group;
 mod handle;
 mod key;
+#[cfg(feature = "live")]
+#[cfg_attr(docsrs, doc(cfg(feature = "live")))]
+pub mod live;
 pub mod missing;
 mod observe;
 #[cfg(feature = "opentelemetry")]

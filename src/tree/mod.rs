@@ -103,6 +103,9 @@ pub(crate) struct KeyMeta {
     /// Encodes the value for a header if its key travels (`ContextKey::HEADER`).
     #[cfg(feature = "propagation")]
     pub(crate) travel: crate::key::TravelFn,
+    /// Shows the value in the live tree.
+    #[cfg(feature = "live")]
+    pub(crate) debug: crate::live::DebugFn,
 }
 
 pub(crate) struct CancelCore {
@@ -120,6 +123,9 @@ pub(crate) struct CancelCore {
     /// How the cause is stored (`PLAIN_*`); read and written under `inner`'s lock.
     plain: AtomicU8,
     inner: Mutex<Inner>,
+    /// When and where the node was made, for the live tree.
+    #[cfg(feature = "live")]
+    pub(crate) live: crate::live::Birth,
 }
 
 /// What a node's lock guards. Kept small (every node of every kind is as large as the largest
@@ -267,6 +273,8 @@ pub(crate) fn new_cancel(
                     })
                 }),
             }),
+            #[cfg(feature = "live")]
+            live: crate::live::Birth::now(created),
         }),
     });
     let core = node.expect_core();
@@ -299,8 +307,16 @@ mod tests {
     /// A node (with the `Arc`'s two counts: 80 bytes) is as large as Go's `cancelCtx`, and a
     /// `done()` waiter still fits in it.
     #[test]
+    #[cfg(not(feature = "live"))]
     fn a_node_is_64_bytes_plus_the_arc_counts() {
         assert_eq!(size_of::<Node>(), 64);
         assert_eq!(size_of::<Inner>(), 32, "the lock guards an inline waiter");
+    }
+
+    /// The live tree's timestamp and place of creation: 16 bytes more.
+    #[test]
+    #[cfg(feature = "live")]
+    fn a_live_node_is_80_bytes_plus_the_arc_counts() {
+        assert_eq!(size_of::<Node>(), 80);
     }
 }

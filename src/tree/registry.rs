@@ -205,6 +205,24 @@ impl CancelCore {
         g.remove(key)
     }
 
+    /// Adds this node's live cancellable children to `out` (for the live tree; the lock is held
+    /// only while their pointers are copied).
+    #[cfg(feature = "live")]
+    pub(crate) fn live_children(&self, out: &mut Vec<Arc<Node>>) {
+        let g = lock(&self.inner);
+        if self.state.load(Ordering::Relaxed) != LIVE {
+            return;
+        }
+        match g.more.as_deref().map(|m| &m.entries) {
+            Some(Registry::One(Entry::Child(c))) => out.push(c.clone()),
+            Some(Registry::Many(slab)) => out.extend(slab.iter().filter_map(|(_, e)| match e {
+                Entry::Child(c) => Some(c.clone()),
+                _ => None,
+            })),
+            _ => {}
+        }
+    }
+
     /// Number of registered entries (children, waiters, callbacks); for tests of the bookkeeping.
     pub(crate) fn registered(&self) -> usize {
         lock(&self.inner).entries_len()
