@@ -13,8 +13,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use crate::Instant;
 use crate::error::Error;
-use crate::sync::Arc;
-use crate::tree::{self, DeadlineTimer, LIVE, Node};
+use crate::tree::{self, CancelNode, DeadlineTimer};
 
 /// A running deadline timer; stopping it releases the node it holds.
 pub(crate) enum TimerHandle {
@@ -47,7 +46,7 @@ impl DeadlineTimer for TimerHandle {
 
 /// Starts the timer for `node`'s own deadline `at` and stores its handle in the node.
 #[cfg(not(loom))]
-pub(crate) fn start(node: &Arc<Node>, at: Instant) {
+pub(crate) fn start(node: &CancelNode, at: Instant) {
     let handle = match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
             let mut arm = Armed {
@@ -62,15 +61,16 @@ pub(crate) fn start(node: &Arc<Node>, at: Instant) {
         }
         Err(_) => fallback().add(node.clone(), at),
     };
-    node.expect_core().set_timer(Box::new(handle));
+    node.get().set_timer(Box::new(handle));
 }
 
 /// Loom models have no clock: deadlines there are only caught up by `err()`.
 #[cfg(loom)]
-pub(crate) fn start(_node: &Arc<Node>, _at: Instant) {}
+pub(crate) fn start(_node: &CancelNode, _at: Instant) {}
 
-fn fire(node: &Node, at: Instant) {
-    let cause = node.expect_core().deadline_cause(at);
+fn fire(node: &CancelNode, at: Instant) {
+    let node = node.get();
+    let cause = node.deadline_cause(at);
     tree::cancel(node, Error::DeadlineExceeded, cause);
 }
 
@@ -78,7 +78,7 @@ fn fire(node: &Node, at: Instant) {
 /// live (the runtime shut down, or had no time driver), the deadline moves to the fallback
 /// thread, so a context may outlive the runtime that made it.
 struct Armed {
-    node: Option<Arc<Node>>,
+    node: Option<CancelNode>,
     at: Instant,
 }
 
@@ -93,8 +93,8 @@ impl Armed {
 impl Drop for Armed {
     fn drop(&mut self) {
         if let Some(node) = self.node.take() {
-            let core = node.expect_core();
-            if core.state() == LIVE {
+            let core = node.get();
+            if !core.is_done() {
                 let handle = fallback().add(node.clone(), self.at);
                 core.set_timer(Box::new(handle));
             }
@@ -116,7 +116,7 @@ struct Fallback {
 
 #[derive(Default)]
 struct Timers {
-    queue: BTreeMap<(StdInstant, u64), Arc<Node>>,
+    queue: BTreeMap<(StdInstant, u64), CancelNode>,
     next_id: u64,
     running: bool,
 }
@@ -130,7 +130,7 @@ fn fallback() -> &'static Fallback {
 }
 
 impl Fallback {
-    fn add(&'static self, node: Arc<Node>, at: Instant) -> TimerHandle {
+    fn add(&'static self, node: CancelNode, at: Instant) -> TimerHandle {
         let at = at.into_std();
         let mut t = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let id = t.next_id;

@@ -77,7 +77,7 @@ fn assert_no_growth(n: usize, churn: impl AsyncFn(&Context, &CancellationToken))
             churn(&parent, &token).await;
             settle().await;
         }
-        assert_eq!(parent.registered(), 0);
+        assert_eq!(ctxkit::test_hooks::registered(&parent), 0);
         assert_eq!(live() - base, 0, "live bytes after {n} links");
     });
 }
