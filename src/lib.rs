@@ -87,7 +87,6 @@ mod key;
 #[cfg_attr(docsrs, doc(cfg(feature = "live")))]
 pub mod live;
 pub mod missing;
-mod node;
 mod observe;
 #[cfg(feature = "opentelemetry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
@@ -130,6 +129,7 @@ pub mod tower;
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub mod tracing;
+mod tree;
 mod values;
 
 pub use after::AfterFunc;

@@ -92,8 +92,8 @@ mod serve;
 #[cfg(feature = "axum")]
 pub use serve::LiveTree;
 
-use crate::node::{self, Kind, Node};
 use crate::sync::Arc;
+use crate::tree::{self, Kind, Node};
 use crate::{Context, ContextKey, Error, Instant};
 
 /// When and where a cancellable context was made (kept in the node).
@@ -641,7 +641,7 @@ fn describe(node: Option<&Arc<Node>>, now: coarsetime::Instant, tokio_now: Insta
     let deadline_in = n
         .deadline()
         .map(|at| at.saturating_duration_since(tokio_now));
-    let err = node::state_err(core.state());
+    let err = tree::state_err(core.state());
     (kind, Some(birth.here), Some(age), deadline_in, err)
 }
 
