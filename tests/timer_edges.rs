@@ -7,7 +7,7 @@
 //! test prints the latency it measured.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, mpsc};
 use std::task::{Context as TaskContext, Wake, Waker};
 use std::time::{Duration, Instant};
 
@@ -110,6 +110,30 @@ fn deadlines_made_in_block_on_fire_after_it_returns() {
     let (ctx, _h) = rt.block_on(async { Context::background().with_timeout(TIMEOUT) });
     late_by(&ctx, start, "after block_on returned");
     drop(rt);
+}
+
+#[test]
+fn after_func_runs_under_a_runtime_that_is_entered_but_not_driven() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _g = rt.enter();
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (tx, rx) = mpsc::channel();
+    let _a = ctx.after_func(move || tx.send(Instant::now()).unwrap());
+    let start = Instant::now();
+    cancel.cancel();
+    let ran = rx
+        .recv_timeout(GENEROUS)
+        .expect("the callback never ran while nobody drove the runtime");
+    eprintln!("after_func started {:?} after cancel()", ran - start);
+    // And one started by a deadline.
+    let (ctx, _h) = Context::background().with_timeout(TIMEOUT);
+    let (tx, rx) = mpsc::channel();
+    let _a = ctx.after_func(move || tx.send(()).unwrap());
+    rx.recv_timeout(GENEROUS)
+        .expect("a deadline's callback never ran while nobody drove the runtime");
 }
 
 struct PanickingWaker;
