@@ -186,7 +186,20 @@ impl Driver {
     }
 
     fn remove(&self, at: StdInstant, id: u64) {
-        let removed = self.lock().queue.remove(&(at, id));
+        let removed = {
+            let mut t = self.lock();
+            let removed = t.queue.remove(&(at, id));
+            // With nothing left, the thread should linger and go, not sleep until a deadline
+            // that is gone.
+            if t.queue.is_empty()
+                && t.sleeping_until
+                    .is_some_and(|until| until > StdInstant::now() + LINGER)
+            {
+                t.sleeping_until = None;
+                self.wake.notify_one();
+            }
+            removed
+        };
         // Outside the lock: it may be the node's last reference.
         drop(removed);
     }
