@@ -91,6 +91,9 @@ mod observe;
 pub mod opentelemetry;
 #[cfg(not(loom))]
 mod pool;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 #[cfg(feature = "propagation")]
 #[cfg_attr(docsrs, doc(cfg(feature = "propagation")))]
 pub mod propagation;
