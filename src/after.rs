@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use crate::node::Node;
 use crate::sync::{Arc, AtomicU8, Mutex, Ordering, lock};
+use crate::tree::{Node, Notify};
 
 const PENDING: u8 = 0;
 const STARTED: u8 = 1;
@@ -36,6 +36,12 @@ impl AfterShared {
         if let Some(f) = f {
             run_detached(f, self.made_in.as_ref());
         }
+    }
+}
+
+impl Notify for Arc<AfterShared> {
+    fn notify(&self) {
+        AfterShared::fire(self);
     }
 }
 
@@ -141,7 +147,7 @@ impl AfterFunc {
         if let Some(node) = node {
             match node
                 .expect_core()
-                .register(crate::node::Entry::After(shared.clone()))
+                .register(crate::tree::Entry::After(Box::new(shared.clone())))
             {
                 Ok(key) => reg = Some((node.clone(), key)),
                 Err(_) => shared.fire(),
