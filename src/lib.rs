@@ -89,10 +89,19 @@ mod observe;
 #[cfg(feature = "opentelemetry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
 pub mod opentelemetry;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 #[cfg(feature = "propagation")]
 #[cfg_attr(docsrs, doc(cfg(feature = "propagation")))]
 pub mod propagation;
 mod race;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+pub mod retry;
 mod scope;
 #[cfg(not(loom))]
 mod shutdown;
@@ -129,6 +138,9 @@ pub use error::{Cause, Error};
 pub use group::{Group, TaskFailed};
 pub use handle::CancelHandle;
 pub use key::{BoxError, ContextKey};
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+pub use retry::{retry, retry_if};
 pub use scope::{CurrentGuard, Run, Scoped, spawn};
 #[cfg(not(loom))]
 pub use shutdown::{GraceExpired, Shutdown, ShutdownRequested};
