@@ -84,6 +84,9 @@ mod group;
 mod handle;
 mod key;
 pub mod missing;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats;
 mod node;
 mod observe;
 #[cfg(feature = "opentelemetry")]
