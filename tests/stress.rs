@@ -250,5 +250,6 @@ fn random_tree_under_concurrent_cancels_wakes_exactly_the_cancelled_leaves_and_f
         );
         thread::sleep(Duration::from_millis(20));
     }
-    assert!(began.elapsed() < Duration::from_secs(120), "bounded");
+    // A hang, not slowness: a few seconds usually, far longer on a saturated debug build.
+    assert!(began.elapsed() < Duration::from_secs(600), "bounded");
 }

@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 #[path = "../examples/graceful_shutdown.rs"]
 mod example;
 
-/// Only a machine under heavy load needs more than a few milliseconds beyond the grace period;
-/// nine more grace periods is generous.
-const BOUND: Duration = Duration::from_millis(example::GRACE.as_millis() as u64 * 10);
+/// Without the cut the open stream would never end: any bound shows it was cut. A few
+/// milliseconds after the grace period is usual; this holds on a saturated machine too.
+const BOUND: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_drains_then_cuts_the_open_stream_when_the_grace_period_ends() {

@@ -17,6 +17,8 @@
 //! passes, except under `CI=true`, where it fails.
 #![cfg(unix)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -53,50 +55,9 @@ use tracing_subscriber::layer::SubscriberExt;
 /// Nothing here waits this long unless it is broken.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Whether this run is CI's (`CI` set to anything but empty, `false` or `0`).
-fn under_ci() -> bool {
-    !matches!(
-        std::env::var("CI").as_deref(),
-        Err(_) | Ok("") | Ok("false") | Ok("0")
-    )
-}
-
-/// The Python peers' venv python (`CTXKIT_PEERS_PYTHON`, else installed by `peers/install.sh`).
-/// Missing: `None` after one loud line outside CI; under CI the test fails, saying why.
+/// The Python peers' venv python (see `support::peers_python`).
 fn peers_python() -> Option<PathBuf> {
-    let why = match std::env::var("CTXKIT_PEERS_PYTHON") {
-        Ok(p) if !p.is_empty() => return Some(PathBuf::from(p)),
-        _ => {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/install.sh");
-            let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../peers-venv");
-            match std::process::Command::new(script).arg(&venv).output() {
-                Ok(out) if out.status.success() => {
-                    let python = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                    if !python.is_empty() {
-                        return Some(PathBuf::from(python));
-                    }
-                    "peers/install.sh found no python3".to_owned()
-                }
-                Ok(out) => format!(
-                    "peers/install.sh failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                ),
-                Err(e) => format!("could not run {script}: {e}"),
-            }
-        }
-    };
-    let test = std::thread::current().name().unwrap_or("?").to_owned();
-    assert!(
-        !under_ci(),
-        "{test} needs the Python peers, which are not available under CI=true: {why}"
-    );
-    eprintln!(
-        "\n!!! SKIPPED otel_otlp::{test}: needs the Python peers, not available here: {why}\n"
-    );
-    None
+    support::peers_python()
 }
 
 /// A Python peer and the JSON lines it prints.

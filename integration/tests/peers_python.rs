@@ -2,16 +2,17 @@
 //! Python grpcio downstream through `ClientLayer`; opentelemetry-api parses what we send.
 //!
 //! The peers are installed by `peers/install.sh` (a venv with grpcio, grpcio-tools and
-//! opentelemetry-api). Where `python3` is missing the tests say so loudly and pass; where it is
-//! present and the install fails, they fail.
+//! opentelemetry-api; `scripts/test` does it first). Where they cannot be installed (no
+//! `python3`, PyPI unreachable) the tests say so loudly and pass, except under `CI=true`, where
+//! they fail.
 #![cfg(unix)]
 
 #[path = "../peers/hop.rs"]
 mod hop;
+mod support;
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use ctxkit::propagation::{Accept, Baggage, TraceContext};
@@ -26,28 +27,13 @@ use tonic::Response;
 /// Nothing here waits longer than this unless it is broken.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The venv's python, installing it on first use; `None` (after a loud message) without python3.
+/// A cancellation that reaches a hop within this came from the cancel, not from a 10 s job
+/// ending or a 15 s deadline, however loaded the machine.
+const PROMPTLY_MS: f64 = 5_000.0;
+
+/// The venv's python (see `support::peers_python`).
 fn python() -> Option<PathBuf> {
-    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            if let Ok(p) = std::env::var("CTXKIT_PEERS_PYTHON") {
-                return Some(PathBuf::from(p));
-            }
-            let root = env!("CARGO_MANIFEST_DIR");
-            let out = std::process::Command::new(format!("{root}/peers/install.sh"))
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("running peers/install.sh");
-            assert!(out.status.success(), "peers/install.sh failed");
-            let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-            if path.is_empty() {
-                eprintln!("!!! SKIPPED: python3 is missing, the real-peer tests did not run !!!");
-                return None;
-            }
-            Some(PathBuf::from(path))
-        })
-        .clone()
+    support::peers_python()
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock Python's `time.clock_gettime_ns` reads.
@@ -115,8 +101,10 @@ async fn downstream(python: &PathBuf) -> (Peer, String) {
 /// What the middle hop saw of one request.
 #[derive(Debug)]
 enum Seen {
-    /// At the handler's start: its deadline (CLOCK_MONOTONIC ns) and budget (µs).
+    /// At the handler's start: when (CLOCK_MONOTONIC ns), its deadline (same clock) and budget
+    /// (µs).
     Arrived {
+        at_ns: i64,
         deadline_ns: Option<i64>,
         budget_us: Option<i64>,
     },
@@ -153,6 +141,7 @@ async fn middle(
             let (now, now_ns) = (Instant::now(), mono_ns());
             let left = ctx.deadline().map(|d| d.saturating_duration_since(now));
             let _ = tx.send(Seen::Arrived {
+                at_ns: now_ns,
                 deadline_ns: left.map(|l| now_ns + l.as_nanos() as i64),
                 budget_us: left.map(|l| l.as_micros() as i64),
             });
@@ -204,24 +193,50 @@ async fn the_deadline_flows_from_a_python_client_through_us_to_a_python_server()
     assert_eq!(result["code"], "OK", "{result}");
 
     let Seen::Arrived {
+        at_ns: arrived_ns,
         deadline_ns,
         budget_us,
     } = seen(&mut rx).await
     else {
         panic!("no arrival")
     };
+    let client_start = start["at_ns"].as_i64().unwrap();
     let client_deadline = start["deadline_ns"].as_i64().unwrap();
-    let skew_ms = (deadline_ns.unwrap() - client_deadline).abs() as f64 / 1e6;
-    eprintln!("handler deadline vs the Python client's: {skew_ms:.3} ms apart");
-    // grpcio rounds the timeout it sends up (to 10 ms at this size), hence not ~0.
-    assert!(skew_ms < 25.0, "{skew_ms} ms");
+    let budget_ns = client_deadline - client_start;
+    let skew_ns = deadline_ns.unwrap() - client_deadline;
+    // The handler's deadline is the client's, give or take what this run measured: never earlier
+    // (grpcio starts its deadline after `start` and rounds the timeout it sends up), and later
+    // by at most the request's transit (`start` to the handler, this run's own measure; the
+    // receiver counts the budget from arrival) plus grpcio's rounding of the timeout to three
+    // significant figures (under 1% of the budget). Two milliseconds cover the clocks' reads and
+    // grpc-core's millisecond timestamps.
+    let transit_ns = arrived_ns - client_start;
+    let rounding_ns = budget_ns / 100;
+    eprintln!(
+        "handler deadline vs the Python client's: {:+.3} ms, transit {:.3} ms",
+        skew_ns as f64 / 1e6,
+        transit_ns as f64 / 1e6
+    );
+    assert!(
+        skew_ns >= -2_000_000,
+        "{skew_ns} ns: earlier than the client's"
+    );
+    assert!(
+        skew_ns <= transit_ns + rounding_ns + 2_000_000,
+        "{skew_ns} ns later than the client's, more than the transit ({transit_ns} ns) \
+         and rounding ({rounding_ns} ns)"
+    );
 
     let call = down.expect("call").await;
+    let read_ns = mono_ns(); // the downstream read its time left before it said so
     let down_left_us = (call["remaining_s"].as_f64().unwrap() * 1e6) as i64;
     let budget_us = budget_us.unwrap();
     eprintln!("middle budget {budget_us} µs, downstream time_remaining {down_left_us} µs");
     assert!(down_left_us < budget_us, "{down_left_us} >= {budget_us}");
-    assert!(down_left_us > 2_000_000, "{down_left_us}");
+    // What was left of the client's deadline when we heard from the downstream, at least (the
+    // millisecond: float seconds and the clocks' reads).
+    let least_us = (client_deadline - read_ns) / 1000 - 1000;
+    assert!(down_left_us >= least_us, "{down_left_us} < {least_us}");
 }
 
 #[tokio::test]
@@ -258,8 +273,11 @@ async fn a_python_client_cancelling_cancels_us_and_the_downstream() {
     eprintln!(
         "client cancel -> middle context cancelled: {middle_ms:.3} ms; -> downstream call dropped: {dropped_ms:.3} ms"
     );
-    assert!(middle_ms < 50.0, "{middle_ms} ms");
-    assert!(dropped_ms < 50.0, "{dropped_ms} ms");
+    // Promptly, not at the 15 s deadline nor when the 10 s job would end: the cancel did it (and
+    // `err` is Canceled). How promptly depends on the machine's load: a speed goal is a
+    // benchmark's, not this test's.
+    assert!(middle_ms < PROMPTLY_MS, "{middle_ms} ms");
+    assert!(dropped_ms < PROMPTLY_MS, "{dropped_ms} ms");
     // Dropping the call is ours; turning the drop into a RST_STREAM the downstream sees is the
     // transport's (hyper/h2), and under load it occasionally never arrives (about 1 run in 30
     // with both cores saturated, before and after this crate's changes; compare
@@ -269,7 +287,7 @@ async fn a_python_client_cancelling_cancels_us_and_the_downstream() {
         Ok(event) => {
             let down_ms = (event["at_ns"].as_i64().unwrap() - cancelled_at) as f64 / 1e6;
             eprintln!("client cancel -> downstream saw it: {down_ms:.3} ms");
-            assert!(down_ms < 100.0, "{down_ms} ms");
+            assert!(down_ms < PROMPTLY_MS, "{down_ms} ms");
         }
         Err(_) => eprintln!(
             "the downstream never saw the reset of the dropped call (transport), \
