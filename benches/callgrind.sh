@@ -4,6 +4,7 @@
 #
 #   benches/callgrind.sh                      # the default set
 #   benches/callgrind.sh create_drop fan_out  # chosen ops
+#   FEATURES=live benches/callgrind.sh        # ctxkit built with these features
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || {
@@ -11,8 +12,10 @@ command -v valgrind >/dev/null || {
     exit 1
 }
 N="${N:-20000}"
-cargo bench -p ctxkit-benches --bench ops --no-run 2>/dev/null
-BIN=$(cargo bench -p ctxkit-benches --bench ops --no-run --message-format=json 2>/dev/null |
+FEATURE_ARGS=()
+[ -z "${FEATURES:-}" ] || FEATURE_ARGS=(--features "$FEATURES")
+cargo bench -p ctxkit-benches --bench ops "${FEATURE_ARGS[@]}" --no-run 2>/dev/null
+BIN=$(cargo bench -p ctxkit-benches --bench ops "${FEATURE_ARGS[@]}" --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)

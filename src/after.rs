@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use crate::node::Node;
 use crate::sync::{Arc, AtomicU8, Mutex, Ordering, lock};
+use crate::tree::{Node, Notify};
 
 const PENDING: u8 = 0;
 const STARTED: u8 = 1;
@@ -30,6 +30,12 @@ impl AfterShared {
         if let Some(f) = f {
             run_detached(f);
         }
+    }
+}
+
+impl Notify for Arc<AfterShared> {
+    fn notify(&self) {
+        AfterShared::fire(self);
     }
 }
 
@@ -121,7 +127,7 @@ impl AfterFunc {
         if let Some(node) = node {
             match node
                 .expect_core()
-                .register(crate::node::Entry::After(shared.clone()))
+                .register(crate::tree::Entry::After(Box::new(shared.clone())))
             {
                 Ok(key) => reg = Some((node.clone(), key)),
                 Err(_) => shared.fire(),

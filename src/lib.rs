@@ -83,11 +83,13 @@ mod error;
 mod group;
 mod handle;
 mod key;
+#[cfg(feature = "live")]
+#[cfg_attr(docsrs, doc(cfg(feature = "live")))]
+pub mod live;
 pub mod missing;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
-mod node;
 mod observe;
 #[cfg(feature = "opentelemetry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
@@ -130,6 +132,7 @@ pub mod tower;
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub mod tracing;
+mod tree;
 mod values;
 
 pub use after::AfterFunc;

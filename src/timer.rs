@@ -13,8 +13,8 @@ use std::time::{Duration, Instant as StdInstant};
 
 use crate::Instant;
 use crate::error::Error;
-use crate::node::{self, LIVE, Node};
 use crate::sync::Arc;
+use crate::tree::{self, DeadlineTimer, LIVE, Node};
 
 /// A running deadline timer; stopping it releases the node it holds.
 pub(crate) enum TimerHandle {
@@ -35,6 +35,16 @@ impl TimerHandle {
     }
 }
 
+impl DeadlineTimer for TimerHandle {
+    fn is_task(&self) -> bool {
+        TimerHandle::is_task(self)
+    }
+
+    fn stop(self: Box<Self>) {
+        TimerHandle::stop(*self);
+    }
+}
+
 /// Starts the timer for `node`'s own deadline `at` and stores its handle in the node.
 #[cfg(not(loom))]
 pub(crate) fn start(node: &Arc<Node>, at: Instant) {
@@ -52,7 +62,7 @@ pub(crate) fn start(node: &Arc<Node>, at: Instant) {
         }
         Err(_) => fallback().add(node.clone(), at),
     };
-    node.expect_core().set_timer(handle);
+    node.expect_core().set_timer(Box::new(handle));
 }
 
 /// Loom models have no clock: deadlines there are only caught up by `err()`.
@@ -61,7 +71,7 @@ pub(crate) fn start(_node: &Arc<Node>, _at: Instant) {}
 
 fn fire(node: &Node, at: Instant) {
     let cause = node.expect_core().deadline_cause(at);
-    node::cancel(node, Error::DeadlineExceeded, cause);
+    tree::cancel(node, Error::DeadlineExceeded, cause);
 }
 
 /// The state of a timer task. If the task is dropped before it fired while the node is still
@@ -86,7 +96,7 @@ impl Drop for Armed {
             let core = node.expect_core();
             if core.state() == LIVE {
                 let handle = fallback().add(node.clone(), self.at);
-                core.set_timer(handle);
+                core.set_timer(Box::new(handle));
             }
         }
     }

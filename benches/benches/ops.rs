@@ -71,6 +71,49 @@ async fn maybe_cancellable(ctx: &Context, n: u64) -> Result<u64, ctxkit::Error> 
     Ok(sum)
 }
 
+/// A future that suspends once: pending at its first poll (waking itself), ready at the next.
+fn pending_once(i: u64) -> impl Future<Output = u64> {
+    let mut polled = false;
+    std::future::poll_fn(move |cx| {
+        if polled {
+            std::task::Poll::Ready(i)
+        } else {
+            polled = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+}
+
+async fn pending_plain(_ctx: &Context, n: u64) -> u64 {
+    let mut sum = 0;
+    for i in 0..n {
+        sum += pending_once(i).await;
+    }
+    sum
+}
+
+#[ctxkit::cancellable]
+async fn pending_cancellable(ctx: &Context, n: u64) -> Result<u64, ctxkit::Error> {
+    let mut sum = 0;
+    for i in 0..n {
+        sum += pending_once(i).await;
+    }
+    Ok(sum)
+}
+
+/// Polls a future to completion, again and again while it is pending (its futures wake
+/// themselves at once).
+fn run_to_end<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
 /// Polls a future that never suspends to completion.
 fn run_ready<F: Future>(f: F) -> F::Output {
     let mut f = std::pin::pin!(f);
@@ -145,6 +188,13 @@ fn main() {
             }
             "awaits_maybe_cancellable" => {
                 black_box(run_ready(maybe_cancellable(&parent, AWAITS)).ok());
+            }
+            // The same with futures that suspend once each: one poll of the call per await.
+            "awaits_pending_plain" => {
+                black_box(run_to_end(pending_plain(&parent, AWAITS)));
+            }
+            "awaits_pending_cancellable" => {
+                black_box(run_to_end(pending_cancellable(&parent, AWAITS)).ok());
             }
             "is_done" => {
                 black_box(black_box(&parent).is_done());
