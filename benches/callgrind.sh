@@ -23,8 +23,9 @@ for l in sys.stdin:
         print(m["executable"])')
 OPS=("$@")
 [ ${#OPS[@]} -gt 0 ] || OPS=(create_drop tokio_create_drop create_drop_parent tokio_create_drop_parent
-    create_drop_value is_done err value_hit_100 value_miss_100 fan_out tokio_fan_out
-    awaits_plain awaits_cancellable)
+    create_cancel_parent_scope timeout_cancel create_drop_value is_done err err_deadline
+    check_deadline value_hit_100 value_miss_100 fan_out tokio_fan_out awaits_plain
+    awaits_cancellable)
 count() {
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" "$1" "$N" 2>&1 |
         awk '/Collected/ {print $4}'

@@ -140,8 +140,11 @@ fn start_clock() -> coarsetime::Instant {
     let started = UPDATER.get_or_init(|| coarsetime::Updater::new(TICK_MS).start().ok());
     if started.is_some() {
         TICKING.store(true, Ordering::Relaxed);
+        // The stamp the thread stored on starting: never after a later context's.
+        coarsetime::Instant::recent()
+    } else {
+        coarsetime::Instant::now_without_cache_update()
     }
-    coarsetime::Instant::now_without_cache_update()
 }
 
 /// `now - then`, zero if the clock thread's last stamp is behind a fresh reading's.

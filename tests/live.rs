@@ -78,9 +78,10 @@ fn ages_follow_the_clock() {
     let tree = live::snapshot(&root);
     let root_age = tree.root.age.unwrap();
     let child_age = tree.root.children[0].age.unwrap();
-    // The coarse clock ticks every few milliseconds: only the order and a generous gap hold.
-    assert!(root_age >= Duration::from_millis(30), "{root_age:?}");
-    assert!(child_age < root_age, "{child_age:?} vs {root_age:?}");
+    // The coarse clock ticks every few milliseconds (or later, on a saturated machine): only the
+    // order and the sleep hold.
+    assert!(root_age >= Duration::from_millis(40), "{root_age:?}");
+    assert!(child_age <= root_age, "{child_age:?} vs {root_age:?}");
 }
 
 #[test]

@@ -129,7 +129,14 @@ fn main() {
     let Some(op) = args.next() else { return };
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let bg = Context::background();
+    // Deadlines are made inside a runtime, as requests make them.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let _in_runtime = rt.enter();
     let (parent, _p) = bg.with_cancel();
+    let (under_deadline, _d) = bg.with_timeout(std::time::Duration::from_secs(3600));
     let token = CancellationToken::new();
     let mut chain = bg.with_value::<RootKey>(1);
     for i in 1..100 {
@@ -173,6 +180,25 @@ fn main() {
             "empty" => {}
             "create_drop" => drop(black_box(bg.with_cancel())),
             "create_drop_parent" => drop(black_box(parent.with_cancel())),
+            // A request scope: `let (ctx, h) = parent.with_cancel();`, the handle dropped first.
+            "create_cancel_parent_scope" => {
+                let (ctx, h) = parent.with_cancel();
+                black_box(&ctx);
+                drop(h);
+                drop(ctx);
+            }
+            "timeout_cancel" => {
+                let (ctx, h) = bg.with_timeout(std::time::Duration::from_secs(3600));
+                black_box(&ctx);
+                h.cancel();
+                drop(ctx);
+            }
+            "err_deadline" => {
+                black_box(black_box(&under_deadline).err());
+            }
+            "check_deadline" => {
+                let _ = black_box(black_box(&under_deadline).check());
+            }
             "create_drop_value" => drop(black_box(bg.with_value::<RootKey>(1))),
             "tokio_create_drop" => drop(black_box(CancellationToken::new())),
             "tokio_create_drop_parent" => drop(black_box(token.child_token())),

@@ -8,13 +8,18 @@
 //! Prints something like:
 //!
 //! ```text
-//! WithCancel integration/examples/live_tree.rs:70:42 age=45.2ms
-//!   WithDeadline src/propagation/mod.rs:327:34 age=20.1ms deadline_in=1979.9ms
+//! WithCancel integration/examples/live_tree.rs:82:50 age=24.0ms
+//!   WithDeadline src/propagation/mod.rs:327:28 age=24.0ms deadline_in=19983.0ms
 //!     · Request = GET /orders/1
-//!     ↳ live_tree::load_order (integration/examples/live_tree.rs:44) age=19.9ms awaiting integration/examples/live_tree.rs:46:33
+//!     ↳ live_tree::load_order (integration/examples/live_tree.rs:50:1) age=24.0ms awaiting integration/examples/live_tree.rs:52:30
 //!         · TraceContext = ..
 //!         · RequestId = "req-1"
-//!     ↳ live_tree::query (integration/examples/live_tree.rs:51) age=19.9ms awaiting integration/examples/live_tree.rs:53:52
+//!     WithCancel integration/examples/live_tree.rs:57:1 age=24.0ms deadline_in=19983.0ms
+//!       · TraceContext = ..
+//!       · RequestId = "req-1"
+//!       ↳ live_tree::query (integration/examples/live_tree.rs:57:1) age=24.0ms awaiting integration/examples/live_tree.rs:59:65
+//!   WithDeadline src/propagation/mod.rs:327:28 age=24.0ms deadline_in=19983.2ms
+//!     · Request = GET /orders/2
 //!   ...
 //! ```
 
@@ -88,19 +93,24 @@ async fn main() {
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
 
-    // Three clients, each with a two-second budget (`grpc-timeout`) and a request id.
+    // Three clients, each with a 20-second budget (`grpc-timeout`) and a request id.
     let clients: Vec<_> = (1..=3)
         .map(|n| {
             tokio::spawn(async move {
                 let id = format!("req-{n}");
-                let headers = [("x-request-id", id.as_str()), ("grpc-timeout", "2S")];
+                let headers = [("x-request-id", id.as_str()), ("grpc-timeout", "20S")];
                 get_body(addr, &format!("/orders/{n}"), &headers).await
             })
         })
         .collect();
 
     // Wait until all three are suspended in `query` (two calls each).
+    let began = std::time::Instant::now();
     let tree = loop {
+        assert!(
+            began.elapsed() < Duration::from_secs(15),
+            "the requests did not all reach their await within 15 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
         let json = get_body(addr, "/debug/ctx?format=json", &[]).await;
         let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
