@@ -110,6 +110,9 @@ mod key;
 #[cfg_attr(docsrs, doc(cfg(feature = "live")))]
 pub mod live;
 pub mod missing;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats;
 mod observe;
 #[cfg(feature = "opentelemetry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
