@@ -145,6 +145,9 @@ async fn a_suspended_call_shows_the_await_it_waits_at() {
     assert_eq!(o.awaiting.unwrap().line(), line_of("// OUTER_AWAIT"));
     assert_eq!(o.awaiting.unwrap().file(), file!());
     assert_eq!(i.awaiting.unwrap().line(), line_of("// INNER_AWAIT"));
+    // Where the fn is: its name's line.
+    assert_eq!(i.defined_at.line(), line_of("async fn inner("));
+    assert_eq!(i.defined_at.file(), file!());
     // `outer`'s own value context is shown with the call that runs under it.
     assert!(o.values.is_empty());
     assert_eq!(i.values[0].to_string(), "RequestId = RequestId(42)");

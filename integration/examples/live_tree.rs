@@ -11,13 +11,13 @@
 //! WithCancel integration/examples/live_tree.rs:82:50 age=24.0ms
 //!   WithDeadline src/propagation/mod.rs:327:28 age=24.0ms deadline_in=19983.0ms
 //!     · Request = GET /orders/1
-//!     ↳ live_tree::load_order (integration/examples/live_tree.rs:50:1) age=24.0ms awaiting integration/examples/live_tree.rs:52:30
+//!     ↳ live_tree::load_order (integration/examples/live_tree.rs:51:10) age=24.0ms awaiting integration/examples/live_tree.rs:52:30
 //!         · TraceContext = ..
 //!         · RequestId = "req-1"
-//!     WithCancel integration/examples/live_tree.rs:57:1 age=24.0ms deadline_in=19983.0ms
+//!     WithCancel integration/examples/live_tree.rs:58:10 age=24.0ms deadline_in=19983.0ms
 //!       · TraceContext = ..
 //!       · RequestId = "req-1"
-//!       ↳ live_tree::query (integration/examples/live_tree.rs:57:1) age=24.0ms awaiting integration/examples/live_tree.rs:59:65
+//!       ↳ live_tree::query (integration/examples/live_tree.rs:58:10) age=24.0ms awaiting integration/examples/live_tree.rs:59:65
 //!   WithDeadline src/propagation/mod.rs:327:28 age=24.0ms deadline_in=19983.2ms
 //!     · Request = GET /orders/2
 //!   ...

@@ -84,11 +84,13 @@ pub(crate) fn item(mut item: FnItem, args: &FnArgs, errors: &mut Errors) -> Toke
         }
         None => quote!(::core::option::Option::None),
     };
-    // Spanned on the fn's name: a timeout's origin (in `Debug` of its cause) names this fn, and
-    // so does the live tree (with the fn's path).
+    // Spanned on the fn's name, path included (the call's location is where its first token
+    // is): a timeout's origin (in `Debug` of its cause) names this fn's line, and so does the
+    // live tree (with the fn's path).
     let fn_name = item.sig.ident.to_string();
+    let frame_path = krate::respan(quote!(#private::CallFrame::new), item.sig.ident.span());
     let new_frame = quote_spanned! {item.sig.ident.span()=>
-        #private::CallFrame::new(
+        #frame_path(
             #ctx,
             #timeout,
             ::core::concat!(::core::module_path!(), "::", #fn_name),
