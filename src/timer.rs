@@ -86,13 +86,10 @@ pub(crate) fn start(node: &CancelNode, at: Instant) {
 #[cfg(loom)]
 pub(crate) fn start(_node: &CancelNode, _at: Instant) {}
 
-/// Whether tokio's clock here is the real one: outside a runtime, or inside one whose clock was
-/// never paused (always, without tokio's `test-util`). A clock that is or was paused reads a
-/// frozen or shifted instant, which falls outside the two real readings around it.
-/// No earlier than every deadline in the driver's map, as nanoseconds since [`epoch`]
-/// (`u64::MAX`: none), written under the driver's lock: lowered by an `add`, raised only by the driver thread when it goes to
-/// sleep, after it has fired every deadline that passed. A deadline that leaves the map when it
-/// is stopped leaves it too high until the thread next wakes: that only costs a slow check.
+/// No later than every deadline in the driver's map, as nanoseconds since [`epoch`] (`u64::MAX`:
+/// none), written under the driver's lock: lowered by an `add`, raised only by the driver thread
+/// when it goes to sleep, after it has fired every deadline that passed. A deadline stopped
+/// before it fired leaves it too low until the thread next wakes: that only costs a slow check.
 static EARLIEST: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Deadlines kept by tasks on tokio's test clock, which `EARLIEST` knows nothing of.
@@ -112,7 +109,8 @@ fn nanos(at: StdInstant) -> u64 {
 /// context's deadline needs no catching up, and checking it takes no lock and no walk: one clock
 /// read and two loads of values that change only when deadlines come and go.
 ///
-/// A `true` is exact: whoever saw `EARLIEST` raised also sees the deadlines fired before it.
+/// It never answers `true` while a deadline that passed waits to be fired: the thread raises
+/// `EARLIEST` only after firing, so whoever sees it raised also sees those nodes done.
 #[inline]
 pub(crate) fn none_passed() -> bool {
     if cfg!(loom) || TASK_TIMERS.load(Ordering::Acquire) != 0 {
@@ -140,6 +138,9 @@ thread_local! {
     static SEEN: Cell<(u64, Option<StdInstant>)> = const { Cell::new((u64::MAX, None)) };
 }
 
+/// Whether tokio's clock here is the real one: outside a runtime, or inside one whose clock was
+/// never paused (always, without tokio's `test-util`). A clock that is or was paused reads a
+/// frozen or shifted instant, which falls outside the two real readings around it.
 fn on_real_clock() -> bool {
     let before = StdInstant::now();
     let now = Instant::now().into_std();
@@ -238,10 +239,9 @@ impl Driver {
         TimerHandle::Thread { at, id }
     }
 
-    /// Wakes the thread if it sleeps past `at`, or starts it if there is none.
-    /// Starts the thread if none runs, or wakes it if `at` (an `earliest` deadline: before
-    /// `published`) comes before the one it sleeps until. A deadline that is not the earliest
-    /// needs no look: the thread never sleeps past `published`.
+    /// Wakes the thread if it sleeps past `at`, or starts it if there is none. Only an
+    /// `earliest` deadline (before `published`) can come before the one the thread sleeps until:
+    /// it never sleeps past `published`.
     fn arrange(&'static self, t: &mut Timers, at: StdInstant, earliest: bool) {
         if !t.running {
             let spawned = std::thread::Builder::new()
