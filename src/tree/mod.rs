@@ -155,11 +155,46 @@ struct More {
     created: Option<&'static Location<'static>>,
     /// The node's own deadline (`OWN_DEADLINE`).
     deadline: Option<Instant>,
+    /// The token `Context::cancellation_token` hands out children of (feature `tokio-util`).
+    #[cfg(feature = "tokio-util")]
+    token: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl Inner {
     fn more(&mut self) -> &mut More {
         self.more.get_or_insert_with(Box::default)
+    }
+}
+
+impl More {
+    /// Whether a linked token is kept (feature `tokio-util`): then `More` must stay.
+    fn keeps_token(&self) -> bool {
+        #[cfg(feature = "tokio-util")]
+        return self.token.is_some();
+        #[cfg(not(feature = "tokio-util"))]
+        false
+    }
+}
+
+#[cfg(feature = "tokio-util")]
+impl CancelCore {
+    /// The token linked to this node by `Context::cancellation_token`, if one was made.
+    pub(crate) fn linked_token(&self) -> Option<tokio_util::sync::CancellationToken> {
+        lock(&self.inner).more.as_ref()?.token.clone()
+    }
+
+    /// Keeps `token` as this node's linked token, unless another was kept first: then that one
+    /// is returned, and `token` is not kept.
+    pub(crate) fn keep_linked_token(
+        &self,
+        token: &tokio_util::sync::CancellationToken,
+    ) -> Option<tokio_util::sync::CancellationToken> {
+        let mut g = lock(&self.inner);
+        if let Some(kept) = g.more.as_ref().and_then(|m| m.token.clone()) {
+            return Some(kept);
+        }
+        g.more().token = Some(token.clone());
+        None
     }
 }
 
@@ -171,7 +206,7 @@ const INHERITED_DEADLINE: u8 = 2;
 /// A running deadline timer, kept by the node whose own deadline it fires. The tree stops it
 /// (outside every lock) once the node is done, releasing what it holds.
 pub(crate) trait DeadlineTimer: Send + Sync {
-    /// Whether it is a timer task of a runtime, as opposed to the fallback thread's.
+    /// Whether it is a timer task of a runtime, as opposed to the timer thread's.
     fn is_task(&self) -> bool;
     fn stop(self: Box<Self>);
 }

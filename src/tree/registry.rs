@@ -61,6 +61,7 @@ impl Inner {
                 && m.deadline_cause.is_none()
                 && m.created.is_none()
                 && m.deadline.is_none()
+                && !m.keeps_token()
             {
                 self.more = None;
             } else {
