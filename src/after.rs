@@ -122,7 +122,7 @@ impl Drop for Job {
 /// let (tx, rx) = mpsc::channel();
 /// let after = ctx.after_func(move || tx.send(()).unwrap());
 /// cancel.cancel();
-/// rx.recv().unwrap(); // it ran, on its own thread (or task, inside a runtime)
+/// rx.recv().unwrap(); // it ran, on a pool thread (or a task, inside a driven runtime)
 /// assert!(!after.stop()); // too late to stop it
 /// ```
 pub struct AfterFunc {

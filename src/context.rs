@@ -140,9 +140,10 @@ impl Context {
     /// A child that is cancelled with [`Error::DeadlineExceeded`] at `at`, or earlier through its
     /// handle or its parent. If the parent's deadline is earlier, the child keeps the parent's.
     ///
-    /// Deadlines follow tokio's clock inside a runtime (so `tokio::time::pause()` works) and fire
-    /// without anyone polling the context, also outside any runtime. A deadline that has passed
-    /// already gives a context that is done at once.
+    /// Deadlines fire without anyone polling the context: on the real clock, one timer thread
+    /// keeps them all, so they fire with or without a runtime, also one built without timers or
+    /// one nobody drives; inside a runtime on tokio's test clock (`tokio::time::pause()`), they
+    /// follow that clock. A deadline that has passed already gives a context that is done at once.
     ///
     /// ```
     /// use std::time::Duration;
@@ -334,9 +335,11 @@ impl Context {
         }))
     }
 
-    /// Runs `f` once, on its own task (or thread, outside a tokio runtime), after this context is
-    /// done; at once if it is done already. Cancelling never waits for `f`, and a panic in `f`
-    /// stays on its task or thread. On a context that can never be cancelled `f` never runs (and
+    /// Runs `f` once, on its own task (or, where no runtime is being driven, on a pool of at most
+    /// 16 threads shared by every callback), after this context is done; at once if it is done
+    /// already. Cancelling never waits for `f`, and a panic in `f` stays on its task or thread.
+    /// Up to 16 callbacks that block can run at once outside a driven runtime; more wait for one
+    /// of them to return. On a context that can never be cancelled `f` never runs (and
     /// the first [`AfterFunc::stop`] returns `true`).
     ///
     /// ```

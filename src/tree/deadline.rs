@@ -43,7 +43,7 @@ impl CancelCore {
     /// Stores the deadline timer, or stops it at once if the node is already done.
     ///
     /// A timer task dropped before it fired (its runtime shut down) hands the deadline to the
-    /// fallback thread, possibly before `timer::start` stored the task's handle: a task handle
+    /// timer thread, possibly before `timer::start` stored the task's handle: a task handle
     /// never replaces a thread one (that task is gone).
     pub(crate) fn set_timer(&self, t: Box<dyn DeadlineTimer>) {
         let mut g = lock(&self.inner);

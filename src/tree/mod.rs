@@ -206,7 +206,7 @@ const INHERITED_DEADLINE: u8 = 2;
 /// A running deadline timer, kept by the node whose own deadline it fires. The tree stops it
 /// (outside every lock) once the node is done, releasing what it holds.
 pub(crate) trait DeadlineTimer: Send + Sync {
-    /// Whether it is a timer task of a runtime, as opposed to the fallback thread's.
+    /// Whether it is a timer task of a runtime, as opposed to the timer thread's.
     fn is_task(&self) -> bool;
     fn stop(self: Box<Self>);
 }
