@@ -77,7 +77,7 @@ async fn values_and_deadline_arrive_over_request_reply_and_publish() {
             async move {
                 // The message's context is current, and is the one passed.
                 let current = Context::current();
-                assert!(current.same(&ctx));
+                assert!(current.ptr_eq(&ctx));
                 let id = RequestId::current();
                 let guid = current.value::<Guid>().cloned();
                 let left = ctx
