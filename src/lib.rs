@@ -144,6 +144,8 @@ pub mod signal;
 mod stream;
 mod sync;
 mod task_set;
+#[doc(hidden)]
+pub mod test_hooks;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
