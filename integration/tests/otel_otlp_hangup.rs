@@ -3,9 +3,6 @@
 //! request's span, with its kind (`client_went_away`) and its origin (`file:line` of the
 //! cancellation in ctxkit's server layer).
 //!
-//! Ignored until the cancel walk reports each cancellation (`observe::cancelled`): run with
-//! `--ignored`, it fails at the missing event today.
-//!
 //! Its own test binary: it installs the process's global `tracing` subscriber. Needs the Python
 //! peers (`peers/install.sh`): without them the test says so loudly and passes, except under
 //! `CI=true`, where it fails.
@@ -45,7 +42,6 @@ use tracing_subscriber::layer::SubscriberExt;
 const PATIENCE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the cancel walk to report each cancellation (observe::cancelled)"]
 async fn a_hung_up_requests_cancellation_reaches_the_otlp_receiver_with_kind_and_origin() {
     let Some(python) = support::peers_python() else {
         return;
