@@ -89,6 +89,9 @@ mod observe;
 #[cfg(feature = "opentelemetry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
 pub mod opentelemetry;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 #[cfg(feature = "propagation")]
 #[cfg_attr(docsrs, doc(cfg(feature = "propagation")))]
 pub mod propagation;
