@@ -1,102 +1,103 @@
 #!/usr/bin/env bash
-# Runs ctxkit's benchmarks side by side with tokio-util (same criterion run) and Go's context
-# (benches/go), and prints one table: scenario, ctxkit, tokio-util, Go, and the ratios.
+# The performance targets, row by row, against tokio-util's CancellationToken and Go's context:
+# interleaved rounds, medians and ratios in one table.
 #
-#   benches/compare.sh                 # everything (about 10 minutes on 2 cores)
-#   benches/compare.sh value           # only the scenarios whose name matches a filter
+#   benches/compare.sh                  # every row, ROUNDS=3 (about 5 minutes on 2 cores)
+#   benches/compare.sh cancel_tree      # only the rows whose name contains a filter
 #
-# Environment: MEASURE (criterion seconds per bench, default 2), WARMUP (default 1),
-# GOBENCHTIME (default 1s), RAW_DIR (where raw outputs go, default a temp dir).
+# A round is one run of benches/benches/rows.rs (ctxkit and tokio-util taking turns in one
+# process, the median of SAMPLES samples per side) followed by one run of Go's benchmarks
+# (benches/go). The table gives, per row, the median over the rounds of each side and the ratio
+# of the medians; benches/results.json keeps them for benches/chart.py.
+#
+# Environment: ROUNDS (default 3), SAMPLES and SAMPLE_MS (rows.rs), GOBENCHTIME (default 0.2s),
+# RAW_DIR (raw outputs, default a temp dir), RESULTS (default benches/results.json; empty: none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FILTER="${1:-}"
-MEASURE="${MEASURE:-2}"
-WARMUP="${WARMUP:-1}"
-GOBENCHTIME="${GOBENCHTIME:-1s}"
+ROUNDS="${ROUNDS:-3}"
+GOBENCHTIME="${GOBENCHTIME:-0.2s}"
 RAW_DIR="${RAW_DIR:-$(mktemp -d)}"
+RESULTS="${RESULTS-benches/results.json}"
 mkdir -p "$RAW_DIR"
 
-if ! command -v go >/dev/null 2>&1; then
-    echo "== installing Go (Debian's golang-go)" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -q >/dev/null
-    # A newer Go from backports when the machine has it, else the release's own.
-    if apt-cache policy golang-1.23-go 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-        $SUDO apt-get install -y -q golang-1.23-go >/dev/null
-        export PATH="/usr/lib/go-1.23/bin:$PATH"
-    else
-        $SUDO apt-get install -y -q golang-go >/dev/null
-    fi
-fi
-
-echo "== criterion: ctxkit and tokio-util (raw output in $RAW_DIR)" >&2
-cargo bench -p ctxkit-benches --bench context -- --measurement-time "$MEASURE" --warm-up-time "$WARMUP" \
-    ${FILTER:+"$FILTER"} >"$RAW_DIR/criterion.txt" 2>"$RAW_DIR/criterion.err" || {
-    cat "$RAW_DIR/criterion.err" >&2
+# Go 1.23 (Debian's golang-1.23-go, from bookworm-backports) when present: Go's context changed
+# in 1.21, and the comparison is with a current Go.
+[ -x /usr/lib/go-1.23/bin/go ] && export PATH="/usr/lib/go-1.23/bin:$PATH"
+command -v go >/dev/null || {
+    echo "Go is needed: apt-get install golang-1.23-go (bookworm-backports)" >&2
     exit 1
 }
-# The in-suite fan-out runs on a heap shaped by every scenario before it (and tokio-util's
-# right after ctxkit's): also run it with each side alone in a fresh process, alternating.
-ISOLATED_ROUNDS="${ISOLATED_ROUNDS:-3}"
-: >"$RAW_DIR/isolated.txt"
-if [ -z "$FILTER" ] || [[ "fan_out/waiters=100000" == *"$FILTER"* ]]; then
-    echo "== fan-out of 100,000, each side in its own process ($ISOLATED_ROUNDS rounds)" >&2
-    for _ in $(seq "$ISOLATED_ROUNDS"); do
-        for side in ctxkit tokio-util; do
-            cargo bench -p ctxkit-benches --bench context -- --measurement-time "$MEASURE" --warm-up-time "$WARMUP" \
-                "^fan_out/waiters=100000/$side\$" >>"$RAW_DIR/isolated.txt" 2>>"$RAW_DIR/criterion.err"
-        done
-    done
-fi
-echo "== bytes per node (dhat)" >&2
-cargo bench -p ctxkit-benches --bench memory >"$RAW_DIR/memory.txt" 2>"$RAW_DIR/memory.err"
+# Standard library only: no toolchain or module downloads.
+export GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod
+GO_VERSION=$(go version)
+echo "== $GO_VERSION" >&2
 
-echo "== go test -bench ($(go version | cut -d' ' -f3))" >&2
-(
-    cd benches/go
-    go test -run '^$' -benchmem -benchtime "$GOBENCHTIME" \
-        -bench '^Benchmark(CreateDrop|CancelTree|CommonParentCancel|WithTimeout|CheckLive|DeepValue)' .
-    # One fan-out op spawns up to 100k goroutines: a fixed count keeps the run short.
-    go test -run '^$' -benchtime 20x -bench '^BenchmarkFanOut' .
-    go test -v -run '^TestNodeBytes$' -count 1 .
-) >"$RAW_DIR/go.txt" 2>&1
-
-python3 - "$RAW_DIR" "$FILTER" <<'EOF'
-import re, sys, platform, os, datetime
-
-raw, flt = sys.argv[1], sys.argv[2]
-UNITS = {"ps": 1e-3, "ns": 1.0, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
-
-# criterion: "<id>\n   time:   [low unit mid unit high unit]" (the id may share the line)
-crit = {}
-text = open(os.path.join(raw, "criterion.txt")).read()
-for m in re.finditer(r"^(\S+)\s+time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", text, re.M):
-    ident, val, unit = m.group(1), float(m.group(2)), m.group(3)
-    scenario, side = ident.rsplit("/", 1)
-    crit.setdefault(scenario, {})[side] = val * UNITS[unit]
-
-GO = {
-    "create_drop/background": "CreateDrop/Root=Background",
-    "create_drop/cancel_parent": "CreateDrop/Root=OpenCanceler",
-    "common_parent_cancel": "CommonParentCancel",
-    "with_timeout": "WithTimeout",
-    "check/is_done": "CheckLive/Done",
-    "check/err": "CheckLive/Err",
+bench_exe() {
+    cargo bench -p ctxkit-benches --bench "$1" --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$1"
 }
-for d in (1, 10, 100, 1000):
-    GO[f"cancel_tree/depth={d}"] = f"CancelTree/depth={d}"
-for n in (1000, 100000):
-    GO[f"fan_out/waiters={n}"] = f"FanOut/waiters={n}"
-for d in (10, 100, 1000):
-    GO[f"value_hit/depth={d}"] = f"DeepValueHit/depth={d}"
-    GO[f"value_miss/depth={d}"] = f"DeepValueMiss/depth={d}"
-gores = {}
-gotext = open(os.path.join(raw, "go.txt")).read()
-for m in re.finditer(r"^Benchmark(\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op", gotext, re.M):
-    gores[m.group(1)] = float(m.group(2))
+cargo bench -p ctxkit-benches --bench rows --bench memory --no-run 2>"$RAW_DIR/build.err" || {
+    cat "$RAW_DIR/build.err" >&2
+    exit 1
+}
+ROWS=$(bench_exe rows)
+MEMORY=$(bench_exe memory)
+
+echo "== bytes (dhat; Go: runtime.MemStats)" >&2
+"$MEMORY" >"$RAW_DIR/memory.txt"
+(cd benches/go && go test -v -count 1 -run '^TestNodeBytes$' .) >>"$RAW_DIR/memory.txt"
+
+: >"$RAW_DIR/rows.txt"
+: >"$RAW_DIR/go.txt"
+for round in $(seq "$ROUNDS"); do
+    echo "== round $round/$ROUNDS: ctxkit and tokio-util" >&2
+    "$ROWS" $FILTER | sed "s/^/round=$round /" >>"$RAW_DIR/rows.txt"
+    echo "== round $round/$ROUNDS: Go" >&2
+    (
+        cd benches/go
+        go test -run '^$' -cpu 2 -benchmem -benchtime "$GOBENCHTIME" \
+            -bench '^Benchmark(CreateDrop|WithTimeoutCancel|ErrDeadline|CheckLive|CancelTree|DeepValue)' .
+        # One fan-out op spawns up to 100k goroutines: a fixed count keeps the run short.
+        go test -run '^$' -cpu 2 -benchtime 5x -bench '^BenchmarkFanOut/waiters=(10000|100000)$' .
+    ) | sed "s/^/round=$round /" >>"$RAW_DIR/go.txt" 2>&1
+done
+
+python3 - "$RAW_DIR" "$GO_VERSION" "$RESULTS" <<'EOF'
+import datetime, json, os, platform, re, statistics, subprocess, sys
+
+raw, go_version, results = sys.argv[1], sys.argv[2], sys.argv[3]
+med = statistics.median
+
+rust = {}
+for m in re.finditer(r"^round=\d+ row=(\S+) side=(\S+) ns=([\d.]+)", open(f"{raw}/rows.txt").read(), re.M):
+    rust.setdefault((m.group(1), m.group(2)), []).append(float(m.group(3)))
+go, go_bytes = {}, {}
+for m in re.finditer(r"^round=\d+ Benchmark(\S+?)-(\d+)\s+\d+\s+([\d.]+) ns/op(?:\s+(\d+) B/op\s+(\d+) allocs/op)?",
+                     open(f"{raw}/go.txt").read(), re.M):
+    name, ns = m.group(1), float(m.group(3))
+    if name == "ErrDeadline/parallel":
+        ns *= int(m.group(2))  # RunParallel reports wall time over all checks: per thread
+    go.setdefault(name, []).append(ns)
+    if m.group(4):
+        go_bytes[name] = (int(m.group(4)), int(m.group(5)))
+mem = {}
+for m in re.finditer(r"^(memory|churn) side=(\S+) kind=(\S+) \w+=([\d.]+) allocs=([\d.]+)",
+                     open(f"{raw}/memory.txt").read(), re.M):
+    mem[(m.group(1), m.group(2), m.group(3))] = (float(m.group(4)), float(m.group(5)))
+
+def r(row, side):
+    v = rust.get((row, side))
+    return med(v) if v else None
+
+def g(name):
+    v = go.get(name)
+    return med(v) if v else None
 
 def fmt(ns):
     if ns is None:
@@ -108,62 +109,95 @@ def fmt(ns):
     return f"{ns:.2f} ns"
 
 def ratio(a, b):
-    return "" if a is None or b is None else f"{a/b:.2f}"
+    return None if a is None or b is None else a / b
 
-rows = []
-attr = []
-for scenario, sides in crit.items():
-    if scenario.startswith("cancellable/"):
-        attr.append((scenario, sides.get("plain"), sides.get("cancellable")))
-        continue
-    go = gores.get(GO.get(scenario, "-"))
-    rows.append((scenario, sides["ctxkit"], sides.get("tokio-util"), go))
+# (row, what it is, Go benchmark, target: (kind, bound)) with kind one of
+# "tokio" (ctxkit/tokio-util <= bound), "go" (ctxkit/Go <= bound), "ns" (ctxkit <= bound ns).
+ROWS = [
+    ("create_cancel_live_parent", "child create + cancel under a live parent (`let (ctx, h) = parent.with_cancel()`, h dropped first) vs `child_token()` create + drop", "CreateDrop/Root=OpenCanceler", ("tokio", 0.8)),
+    ("timeout_made_cancelled", "timeout child made + cancelled inside a runtime", "WithTimeoutCancel", ("ns", 250)),
+    ("err_deadline_1t", "`err()` under a deadline, 1 thread", "ErrDeadline/threads=1", ("ns", 6)),
+    ("err_deadline_2t", "`err()` under a deadline, 2 threads at once (per thread)", "ErrDeadline/parallel", ("ns", 6)),
+    ("check_deadline_1t", "`check()` under a deadline, 1 thread", "ErrDeadline/threads=1", ("ns", 6)),
+    ("check_deadline_2t", "`check()` under a deadline, 2 threads at once (per thread)", "ErrDeadline/parallel", ("ns", 6)),
+    ("is_done", "`is_done()` on a live context", "CheckLive/Done", ("tokio", 1.0)),
+    ("fan_out_10k", "10k waiters: cancel to all woken", "FanOut/waiters=10000", ("tokio", 1.0)),
+    ("fan_out_100k", "100k waiters: cancel to all woken", "FanOut/waiters=100000", ("tokio", 1.0)),
+]
+for d in (1, 10, 100, 1000):
+    ROWS.append((f"cancel_tree_depth_{d}", f"`cancel_tree`, a chain of {d} made and cancelled", f"CancelTree/depth={d}", ("tokio", 1.0)))
+ROWS += [
+    ("value_hit_depth_1000", "value lookup at depth 1000, hit", "DeepValueHit/depth=1000", ("go", 1.0)),
+    ("value_miss_depth_1000", "value lookup at depth 1000, miss", "DeepValueMiss/depth=1000", ("go", 1.0)),
+]
 
-print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
-cpu = ""
-try:
-    cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-except Exception:
-    pass
+out = []
+print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; commit: "
+      + subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip())
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}")
-gov = re.search(r"go(\d+\.\d+(\.\d+)?)", os.popen("go version").read())
-print(f"go: {gov.group(0) if gov else '?'}; rustc: {os.popen('rustc --version').read().split()[1]}")
+rounds = max((len(v) for v in rust.values()), default=0)
+print(f"{go_version}; {subprocess.run(['rustc', '--version'], capture_output=True, text=True).stdout.strip()}; "
+      f"{rounds} rounds, medians")
 print()
-print("| scenario | ctxkit | tokio-util | Go | ctxkit/tokio-util | ctxkit/Go |")
-print("|---|---:|---:|---:|---:|---:|")
-for s, c, t, g in rows:
-    print(f"| {s} | {fmt(c)} | {fmt(t)} | {fmt(g)} | {ratio(c, t)} | {ratio(c, g)} |")
+print("| row | ctxkit | tokio-util | Go | ctxkit/tokio-util | ctxkit/Go | target | holds |")
+print("|---|---:|---:|---:|---:|---:|---|---|")
+one_thread = {}
+for row, what, goname, (kind, bound) in ROWS:
+    c, t, gv = r(row, "ctxkit"), r(row, "tokio-util"), g(goname)
+    if c is None:
+        continue
+    rt, rg = ratio(c, t), ratio(c, gv)
+    if kind == "tokio":
+        target, ok = f"≤ {bound:.2f}× tokio-util", rt is not None and rt <= bound
+    elif kind == "go":
+        target, ok = f"≤ {bound:.2f}× Go", rg is not None and rg <= bound
+    else:
+        target, ok = f"≤ {bound} ns", c <= bound
+    if row.endswith("_1t"):
+        one_thread[row[:-3]] = c
+    if row.endswith("_2t") and row[:-3] in one_thread:
+        target += " and ≤ 1 thread"
+        ok = ok and c <= one_thread[row[:-3]]
+    f = lambda x: "" if x is None else f"{x:.2f}"
+    print(f"| {what} | {fmt(c)} | {fmt(t)} | {fmt(gv)} | {f(rt)} | {f(rg)} | {target} | {'yes' if ok else '**no**'} |")
+    out.append({"row": row, "what": what, "ctxkit_ns": c, "tokio_ns": t, "go_ns": gv,
+                "target": target, "holds": ok,
+                "ctxkit_rounds": rust.get((row, "ctxkit")), "tokio_rounds": rust.get((row, "tokio-util")),
+                "go_rounds": go.get(goname)})
 
-if attr:
-    AWAITS = 10_000
+clock = r("clock_read", "ctxkit")
+if clock is not None:
+    print(f"| for reference: one `Instant::now()` (a clock read) | {fmt(clock)} | | | | | | |")
+    out.append({"row": "clock_read", "what": "Instant::now()", "ctxkit_ns": clock, "tokio_ns": None,
+                "go_ns": None, "target": "", "holds": True})
+
+p, c = r("cancellable_per_ready_await", "plain"), r("cancellable_per_ready_await", "cancellable")
+if p is not None and c is not None:
+    per = c - p
+    print(f"| `#[cancellable]`, cost per ready await (plain fn {fmt(p)}, annotated {fmt(c)} per await) | {per:.2f} ns | | | | | ≤ 2 ns | {'yes' if per <= 2 else '**no**'} |")
+    out.append({"row": "cancellable_per_ready_await", "what": "#[cancellable] per ready await",
+                "ctxkit_ns": per, "tokio_ns": None, "go_ns": None, "target": "≤ 2 ns", "holds": per <= 2})
+
+churn = mem.get(("churn", "ctxkit", "with_timeout_cancelled"))
+live = mem.get(("memory", "ctxkit", "with_timeout/runtime"))
+go_live = mem.get(("memory", "go", "with_timeout/runtime"))
+gb = go_bytes.get("WithTimeoutCancel")
+if churn or live:
     print()
-    print(f"| #[cancellable], {AWAITS} awaits per call | plain fn | #[cancellable] fn | overhead per await |")
-    print("|---|---:|---:|---:|")
-    for s, p, c in attr:
-        per = "" if p is None or c is None else f"{(c - p) / AWAITS:.2f} ns"
-        print(f"| {s} | {fmt(p)} | {fmt(c)} | {per} |")
+    print("| bytes per timer | ctxkit bytes (allocations) | Go bytes (allocations) | target | holds |")
+    print("|---|---:|---:|---|---|")
+    if churn:
+        ok = gb is not None and churn[0] <= gb[0]
+        print(f"| timeout child made + cancelled: allocated per op (dhat; Go: -benchmem) | {churn[0]:.0f} ({churn[1]:.2f}) | "
+              + (f"{gb[0]} ({gb[1]})" if gb else "n/a") + f" | ≤ Go | {'yes' if ok else '**no**'} |")
+        out.append({"row": "timeout_bytes", "what": "bytes per timer made + cancelled", "ctxkit_bytes": churn[0],
+                    "go_bytes": gb[0] if gb else None, "target": "≤ Go", "holds": ok})
+    if live:
+        gl = f"{go_live[0]:.0f} ({go_live[1]:.2f})" if go_live else "n/a"
+        print(f"| a standing timeout child: live heap (dhat; Go: runtime.MemStats) | {live[0]:.0f} ({live[1]:.2f}) | {gl} | | |")
 
-iso = {}
-for m in re.finditer(r"^fan_out/waiters=100000/(\S+)\s+time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]",
-                     open(os.path.join(raw, "isolated.txt")).read(), re.M):
-    iso.setdefault(m.group(1), []).append(float(m.group(2)) * UNITS[m.group(3)])
-if iso.get("ctxkit") and iso.get("tokio-util"):
-    med = lambda v: sorted(v)[len(v) // 2]
-    c, t = med(iso["ctxkit"]), med(iso["tokio-util"])
-    print()
-    print(f"| fan_out/waiters=100000, each side alone in a fresh process ({len(iso['ctxkit'])} rounds, median) | ctxkit | tokio-util | ctxkit/tokio-util |")
-    print("|---|---:|---:|---:|")
-    print(f"| runs: ctxkit {', '.join(fmt(x) for x in iso['ctxkit'])}; tokio-util {', '.join(fmt(x) for x in iso['tokio-util'])} | {fmt(c)} | {fmt(t)} | {ratio(c, t)} |")
-
-mem = {}
-for path in ("memory.txt", "go.txt"):
-    for m in re.finditer(r"^memory side=(\S+) kind=(\S+) live_bytes=([\d.]+) allocs=([\d.]+)",
-                         open(os.path.join(raw, path)).read(), re.M):
-        mem.setdefault(m.group(2), {})[m.group(1)] = (float(m.group(3)), float(m.group(4)))
-print()
-print("| node kind | ctxkit bytes (allocs) | tokio-util bytes (allocs) | Go bytes (allocs) |")
-print("|---|---:|---:|---:|")
-for kind, sides in mem.items():
-    cell = lambda s: f"{sides[s][0]:.0f} ({sides[s][1]:.2f})" if s in sides else "n/a"
-    print(f"| {kind} | {cell('ctxkit')} | {cell('tokio-util')} | {cell('go')} |")
+if results:
+    json.dump({"go": go_version, "rows": out}, open(results, "w"), indent=1)
+    print(f"\n(saved to {results})", file=sys.stderr)
 EOF

@@ -1,19 +1,25 @@
-//! `after_func`: a callback that runs once, on its own task or thread, after a context is done.
+//! `after_func`: a callback that runs once, on its own task or a pool thread, after a context is
+//! done.
 
 use std::fmt;
 
-use crate::node::Node;
 use crate::sync::{Arc, AtomicU8, Mutex, Ordering, lock};
+use crate::tree::{Node, Notify};
 
 const PENDING: u8 = 0;
 const STARTED: u8 = 1;
 const STOPPED: u8 = 2;
 
-type Callback = Box<dyn FnOnce() + Send + 'static>;
+pub(crate) type Callback = Box<dyn FnOnce() + Send + 'static>;
 
 pub(crate) struct AfterShared {
     state: AtomicU8,
     f: Mutex<Option<Callback>>,
+    /// The runtime current where the callback was registered, if any.
+    #[cfg(not(loom))]
+    made_in: Option<tokio::runtime::Handle>,
+    #[cfg(loom)]
+    made_in: Option<()>,
 }
 
 impl AfterShared {
@@ -28,41 +34,57 @@ impl AfterShared {
         }
         let f = lock(&self.f).take();
         if let Some(f) = f {
-            run_detached(f);
+            run_detached(f, self.made_in.as_ref());
         }
     }
 }
 
-/// Runs `f` on a task of the current tokio runtime, or on a new thread outside one. Never runs
-/// it on the caller's stack (cancelling never waits for a callback, and a panicking callback
-/// never unwinds into `cancel()`), and never loses it: a task that is dropped unpolled (the
-/// runtime is shutting down) hands `f` to a thread.
-#[cfg(not(loom))]
-fn run_detached(f: Callback) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => {
-            let mut job = Job(Some(f));
-            rt.spawn(async move { job.run() });
-        }
-        Err(_) => spawn_thread(f),
+impl Notify for Arc<AfterShared> {
+    fn notify(&self) {
+        AfterShared::fire(self);
     }
+}
+
+/// Runs `f` after its context is done: on a task of a runtime that is being driven, else on
+/// the callback pool (a few threads serving every callback), inside the runtime if there is
+/// one (`tokio::spawn` works there). A multi-thread runtime's workers always drive it; a
+/// current-thread runtime is driven only by the thread inside its `block_on`, so a callback
+/// started on any other thread (under `rt.enter()`, between `block_on` calls, on the timer
+/// thread) goes to the pool rather than wait for a `block_on` that may never come. The runtime
+/// is the one current where the context was cancelled, else the one current where `after_func`
+/// was called (a deadline fires on the timer thread, outside every runtime).
+///
+/// Never runs `f` on the caller's stack (cancelling never waits for a callback, and a panicking
+/// callback never unwinds into `cancel()`), and never loses it: a task that is dropped unpolled
+/// (the runtime is shutting down) hands `f` to the pool.
+#[cfg(not(loom))]
+fn run_detached(f: Callback, made_in: Option<&tokio::runtime::Handle>) {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let driven = |rt: &Handle| {
+        rt.runtime_flavor() == RuntimeFlavor::MultiThread
+            || tokio::runtime::worker_index().is_some()
+    };
+    match Handle::try_current() {
+        Ok(rt) if driven(&rt) => spawn_task(&rt, f),
+        Ok(rt) => crate::pool::submit(f, Some(rt)),
+        Err(_) => match made_in {
+            Some(rt) if rt.runtime_flavor() == RuntimeFlavor::MultiThread => spawn_task(rt, f),
+            Some(rt) => crate::pool::submit(f, Some(rt.clone())),
+            None => crate::pool::submit(f, None),
+        },
+    }
+}
+
+#[cfg(not(loom))]
+fn spawn_task(rt: &tokio::runtime::Handle, f: Callback) {
+    let mut job = Job(Some(f));
+    rt.spawn(async move { job.run() });
 }
 
 /// Under loom, callbacks run on a model thread, so their races with the tree are explored too.
 #[cfg(loom)]
-fn run_detached(f: Callback) {
+fn run_detached(f: Callback, _made_in: Option<&()>) {
     loom::thread::spawn(f);
-}
-
-#[cfg(not(loom))]
-fn spawn_thread(f: Callback) {
-    let spawned = std::thread::Builder::new()
-        .name("ctxkit-after-func".into())
-        .spawn(f);
-    if let Err(e) = spawned {
-        // Nothing can run the callback now; say so rather than lose it silently.
-        eprintln!("ctxkit: could not start a thread for an after_func callback: {e}");
-    }
 }
 
 #[cfg(not(loom))]
@@ -81,7 +103,7 @@ impl Job {
 impl Drop for Job {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
-            spawn_thread(f);
+            crate::pool::submit(f, None);
         }
     }
 }
@@ -116,12 +138,16 @@ impl AfterFunc {
         let shared = Arc::new(AfterShared {
             state: AtomicU8::new(PENDING),
             f: Mutex::new(Some(f)),
+            #[cfg(not(loom))]
+            made_in: tokio::runtime::Handle::try_current().ok(),
+            #[cfg(loom)]
+            made_in: None,
         });
         let mut reg = None;
         if let Some(node) = node {
             match node
                 .expect_core()
-                .register(crate::node::Entry::After(shared.clone()))
+                .register(crate::tree::Entry::After(Box::new(shared.clone())))
             {
                 Ok(key) => reg = Some((node.clone(), key)),
                 Err(_) => shared.fire(),

@@ -32,6 +32,11 @@ use http::request::Parts;
 
 use crate::{Context, Error};
 
+/// Serves the live request tree (features `axum` and `live`); see [`crate::live`].
+#[cfg(feature = "live")]
+#[cfg_attr(docsrs, doc(cfg(feature = "live")))]
+pub use crate::live::LiveTree;
+
 /// Extracts the request's [`Context`]: the one [`ServerLayer`](crate::tower::ServerLayer) made
 /// from the request's headers (its deadline, trace, baggage and accepted travelling keys,
 /// cancelled when the client goes away), or the one a middleware derived from it.

@@ -16,7 +16,7 @@
 //!   `CallBody` turns into `Err(DeadlineExceeded)` in the same poll.
 //!
 //! Every await knows its place in the user's code ([`AwaitSite`]) only when a feature needs it
-//! (`testing`): then the await wrappers are `#[track_caller]` and the macro's call of them is
+//! (`testing`, `live`): then the await wrappers are `#[track_caller]` and the macro's call of them is
 //! spanned on the user's `.await`, so `Location::caller()` is that await's `file:line:column`.
 //! Without such a feature the site is a zero-sized value and the wrappers take no hidden
 //! location argument: the expansion is the same and costs nothing more.
@@ -55,14 +55,20 @@ pub struct CallFrame {
     /// Where a cancel-safety test wants to hear about this call's awaits.
     #[cfg(feature = "testing")]
     probe: Option<std::sync::Arc<crate::testing::Probe>>,
+    /// The call as the live tree shows it.
+    #[cfg(feature = "live")]
+    live: crate::live::CallSlot,
 }
 
 impl CallFrame {
-    /// The frame of a call under `ctx`, bounded by a `timeout_nanos` child when given (its
-    /// origin is the caller's location: the macro spans this call on the fn's name).
+    /// The frame of a call of fn `name` (its path) under `ctx`, bounded by a `timeout_nanos`
+    /// child when given (its origin is the caller's location: the macro spans this call on the
+    /// fn's name).
     #[track_caller]
     #[inline]
-    pub fn new(ctx: Context, timeout_nanos: Option<u64>) -> CallFrame {
+    pub fn new(ctx: Context, timeout_nanos: Option<u64>, name: &'static str) -> CallFrame {
+        #[cfg(not(feature = "live"))]
+        let _ = name;
         let (ctx, timeout) = match timeout_nanos {
             Some(n) => {
                 let (child, handle) = ctx.with_timeout(Duration::from_nanos(n));
@@ -73,6 +79,8 @@ impl CallFrame {
         CallFrame {
             #[cfg(feature = "testing")]
             probe: crate::testing::Probe::of(&ctx),
+            #[cfg(feature = "live")]
+            live: crate::live::CallSlot::new(name, std::panic::Location::caller()),
             ctx,
             shields: AtomicUsize::new(0),
             expired: AtomicBool::new(false),
@@ -132,6 +140,9 @@ impl<F: Future> Future for CallBody<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        // The live tree: running, until an await suspends the call again.
+        #[cfg(feature = "live")]
+        this.frame.live.resumed();
         let mut watch = CallWatch {
             frame: this.frame,
             done: this.done,
@@ -179,7 +190,7 @@ impl Watch for CallWatch<'_, '_> {
 }
 
 // Without a feature that reports awaits, an await carries what it did before there was one.
-#[cfg(all(test, not(feature = "testing")))]
+#[cfg(all(test, not(feature = "testing"), not(feature = "live")))]
 mod tests {
     use super::await_point::AwaitPoint;
     use super::*;

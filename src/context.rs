@@ -8,11 +8,11 @@ use std::time::Duration;
 use crate::after::AfterFunc;
 use crate::done::Done;
 use crate::early_drop;
-use crate::error::{Cause, Error, Origin};
+use crate::error::{Cause, Error};
 use crate::handle::CancelHandle;
 use crate::key::ContextKey;
-use crate::node::{self, CancelCore, KeyMeta, Kind, LIVE, Node, ValueSlot};
 use crate::sync::Arc;
+use crate::tree::{self, CancelCore, KeyMeta, Kind, LIVE, Node, ValueSlot};
 use crate::{Instant, timer};
 
 /// A request's context: cancellation, a deadline and request-scoped values, as in Go's
@@ -101,7 +101,7 @@ impl Context {
     #[inline]
     pub(crate) fn source(&self) -> Option<&Arc<Node>> {
         early_drop::used();
-        node::source_of(self.node.as_ref()?)
+        tree::source_of(self.node.as_ref()?)
     }
 
     #[inline]
@@ -249,7 +249,7 @@ impl Context {
             if core.state() == LIVE {
                 if at <= Instant::now() {
                     let cause = core.deadline_cause(at);
-                    node::cancel(&node, Error::DeadlineExceeded, cause);
+                    tree::cancel(&node, Error::DeadlineExceeded, cause);
                 } else {
                     timer::start(&node, at);
                 }
@@ -264,7 +264,7 @@ impl Context {
         own_deadline: Option<Instant>,
         here: &'static Location<'static>,
     ) -> Arc<Node> {
-        node::new_cancel(self.node.clone(), own_deadline, here)
+        tree::new_cancel(self.node.clone(), own_deadline, here)
     }
 
     fn wrap(&self, node: Arc<Node>) -> Context {
@@ -298,6 +298,8 @@ impl Context {
                         name: std::any::type_name::<K>,
                         #[cfg(feature = "propagation")]
                         travel: crate::key::travel::<K>,
+                        #[cfg(feature = "live")]
+                        debug: crate::live::debug_of::<K>,
                     }
                 },
                 value: Box::new(value),
@@ -397,9 +399,9 @@ impl Context {
         let st = core.state();
         if st == LIVE {
             node.catch_up_deadline();
-            return node::state_err(core.state());
+            return tree::state_err(core.state());
         }
-        node::state_err(st)
+        tree::state_err(st)
     }
 
     /// The cause of the cancellation: the cause given to [`CancelHandle::cancel_with`] or to a `_cause`
@@ -528,7 +530,7 @@ impl fmt::Debug for Context {
 }
 
 /// `my_crate::keys::RequestId` -> `RequestId`; `a::B<c::D>` -> `B<D>`.
-fn short_type_name(full: &str) -> String {
+pub(crate) fn short_type_name(full: &str) -> String {
     let mut out = String::with_capacity(full.len());
     let mut word = String::new();
     for ch in full.chars() {
@@ -542,21 +544,6 @@ fn short_type_name(full: &str) -> String {
     }
     out.push_str(word.rsplit("::").next().unwrap_or(&word));
     out
-}
-
-impl CancelCore {
-    /// The cause a deadline hit reports for this node.
-    pub(crate) fn deadline_cause(&self, at: Instant) -> Cause {
-        let origin = Origin::Deadline {
-            // Only nodes with their own deadline report one, and they know where they were made.
-            set_at: self.created().unwrap_or(Location::caller()),
-            at,
-        };
-        match self.custom_deadline_cause() {
-            Some(c) => c.with_origin(origin),
-            None => Cause::from_error(Error::DeadlineExceeded, origin),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, RawWakerVTable, Waker};
 
 use crate::Error;
-use crate::node::{self, Entry, LIVE, Node};
 use crate::race::Watch;
 use crate::sync::Arc;
+use crate::tree::{self, Entry, LIVE, Node};
 
 /// A waker slot in a cancellable node's registry, taken only while someone is pending on it.
 ///
@@ -95,7 +95,7 @@ impl Registration {
 impl Watch for Registration {
     #[inline]
     fn stopped(&self) -> Option<Error> {
-        node::state_err(self.source.as_ref()?.expect_core().state())
+        tree::state_err(self.source.as_ref()?.expect_core().state())
     }
 
     fn poll_stopped(&mut self, cx: &mut TaskContext<'_>) -> Poll<Error> {

@@ -5,8 +5,8 @@ use std::panic::Location;
 
 use crate::early_drop;
 use crate::error::{Cause, Error, Origin};
-use crate::node::{self, LIVE, Node};
 use crate::sync::Arc;
+use crate::tree::{self, LIVE, Node};
 
 /// Cancels the context it came with: explicitly with [`CancelHandle::cancel`], or when dropped,
 /// so a forgotten cancel can never leak the context (Go's `lostcancel` vet check, enforced by
@@ -76,7 +76,7 @@ impl CancelHandle {
     pub fn cancel_with(&self, cause: impl Into<Cause>) {
         let origin = Origin::Called(Location::caller());
         if self.node.expect_core().state() == LIVE {
-            node::cancel(
+            tree::cancel(
                 &self.node,
                 Error::Canceled,
                 cause.into().with_origin(origin),
@@ -92,7 +92,7 @@ impl CancelHandle {
 
 fn cancel_plain(node: &Node, origin: Origin) {
     if node.expect_core().state() == LIVE {
-        node::cancel(
+        tree::cancel(
             node,
             Error::Canceled,
             Cause::from_error(Error::Canceled, origin),
@@ -103,7 +103,7 @@ fn cancel_plain(node: &Node, origin: Origin) {
 impl Drop for CancelHandle {
     fn drop(&mut self) {
         let unused = early_drop::dropped_unused(&*self.node);
-        if !node::release_unobserved(&self.node) {
+        if !tree::release_unobserved(&self.node) {
             if unused && !self.is_done() {
                 early_drop::report(self.created);
             }

@@ -48,6 +48,29 @@ pub trait ContextKey: 'static {
     #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
     const RECORD: Option<&'static str> = None;
 
+    /// How the live request tree ([`ctxkit::live`](crate::live)) shows a value: `None` (the
+    /// default) shows `..`. The derive's `#[context_key(debug)]` gives the value's own `Debug`;
+    /// by hand:
+    ///
+    /// ```
+    /// use std::fmt::Debug;
+    /// use ctxkit::ContextKey;
+    ///
+    /// struct Tenant;
+    /// impl ContextKey for Tenant {
+    ///     type Value = String;
+    ///     fn debug(value: &String) -> Option<&dyn Debug> {
+    ///         Some(value)
+    ///     }
+    /// }
+    /// ```
+    #[cfg(feature = "live")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "live")))]
+    fn debug(value: &Self::Value) -> Option<&dyn std::fmt::Debug> {
+        let _ = value;
+        None
+    }
+
     /// The value's text form on the wire; `None` (the default) sends nothing.
     #[cfg(feature = "propagation")]
     #[cfg_attr(docsrs, doc(cfg(feature = "propagation")))]

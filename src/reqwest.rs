@@ -26,8 +26,9 @@
 //! - writes the context's headers into the request, the ones `tower::ClientLayer` writes
 //!   ([`propagation::inject`]): `grpc-timeout`, `traceparent`/`tracestate`, `baggage` and the
 //!   travelling keys, replacing fields of those names already set;
-//! - drops the call as soon as `ctx` ends before the response arrives: reqwest drops the
-//!   connection, which the server sees as the client hanging up. The error is
+//! - drops the call as soon as `ctx` ends before the response arrives: over HTTP/1.1 reqwest
+//!   closes the connection, which the server sees as the client hanging up (over HTTP/2 it
+//!   resets the stream). The error is
 //!   [`Error::Context`] with the context's kind ([`crate::Error::DeadlineExceeded`] or
 //!   [`crate::Error::Canceled`]). A reqwest error that arrives after the context ended (its
 //!   timer, from our budget) is reported the same way, keeping reqwest's error as the source.
@@ -104,7 +105,8 @@ impl RequestBuilderExt for RequestBuilder {
                 *timeout = Some(timeout.map_or(budget, |own| own.min(budget)));
             }
             propagation::inject(&ctx, request.headers_mut()).map_err(Error::Propagation)?;
-            // Dropping reqwest's future drops the connection it was using.
+            // Dropping reqwest's future aborts the request: over HTTP/1.1 its connection is
+            // closed, over HTTP/2 its stream is reset.
             match ctx.run(client.execute(request)).await {
                 Ok(Ok(resp)) => Ok(resp),
                 // Reqwest's timer is our budget: once the context has ended, its error is ours.
@@ -155,7 +157,8 @@ pub enum Error {
         /// Deadline or cancellation.
         kind: crate::Error,
         /// `false`: the context had ended before the call, and nothing was sent. `true`: the
-        /// request was handed to reqwest, and dropped (with its connection) when the context
+        /// request was handed to reqwest, and dropped (its connection closed, or its HTTP/2
+        /// stream reset) when the context
         /// ended.
         sent: bool,
         /// Reqwest's error, when reqwest noticed first (its timeout, which is the budget).

@@ -1,24 +1,35 @@
 //! Deadline timers: fire a node's deadline without anyone polling it.
 //!
-//! Inside a tokio runtime (with its time driver) a small task sleeps until the deadline, so
-//! deadlines follow tokio's clock and `tokio::time::pause()` works. Outside a runtime, or when the
-//! runtime goes away (shut down, or built without timers) before the deadline, one lazily started
-//! background thread holds the remaining deadlines; it exits shortly after it has none left.
+//! Deadlines on the real clock (outside a runtime, or inside one whose clock was never paused)
+//! are all kept by one process-wide driver: an ordered map of deadlines and one thread that
+//! waits for the earliest. No task per deadline, and no runtime needs to be driven (or to have
+//! timers) for a deadline to fire; a cancelled or dropped deadline leaves the map at once,
+//! giving its memory back. The thread starts with the first deadline and goes away shortly
+//! after it has none left. Nothing it runs for others (wakers, callbacks, the drop of values)
+//! can stop it: their panics are caught there.
+//!
+//! Inside a runtime whose clock is not the real one (tokio's test clock, paused or advanced) a
+//! small task sleeps on tokio's clock instead, so `tokio::time::pause()` and `advance()` drive
+//! deadlines. If that task is dropped before it fired (its runtime shut down), the deadline
+//! moves to the driver, so a context may outlive the runtime that made it.
 
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 use std::collections::BTreeMap;
-use std::sync::{Condvar, Mutex as StdMutex, OnceLock};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Condvar, Mutex as StdMutex, MutexGuard as StdMutexGuard, OnceLock};
 use std::time::{Duration, Instant as StdInstant};
 
 use crate::Instant;
 use crate::error::Error;
-use crate::node::{self, LIVE, Node};
 use crate::sync::Arc;
+use crate::tree::{self, DeadlineTimer, LIVE, Node};
 
 /// A running deadline timer; stopping it releases the node it holds.
 pub(crate) enum TimerHandle {
+    /// A task sleeping on tokio's (test) clock.
     Task(tokio::task::AbortHandle),
+    /// An entry of the driver's map.
     Thread { at: StdInstant, id: u64 },
 }
 
@@ -30,43 +41,66 @@ impl TimerHandle {
     pub(crate) fn stop(self) {
         match self {
             TimerHandle::Task(h) => h.abort(),
-            TimerHandle::Thread { at, id } => fallback().remove(at, id),
+            TimerHandle::Thread { at, id } => driver().remove(at, id),
         }
+    }
+}
+
+impl DeadlineTimer for TimerHandle {
+    fn is_task(&self) -> bool {
+        TimerHandle::is_task(self)
+    }
+
+    fn stop(self: Box<Self>) {
+        TimerHandle::stop(*self);
     }
 }
 
 /// Starts the timer for `node`'s own deadline `at` and stores its handle in the node.
 #[cfg(not(loom))]
 pub(crate) fn start(node: &Arc<Node>, at: Instant) {
-    let handle = match tokio::runtime::Handle::try_current() {
-        Ok(rt) => {
-            let mut arm = Armed {
-                node: Some(node.clone()),
-                at,
-            };
-            let task = rt.spawn(async move {
-                tokio::time::sleep_until(at).await;
-                arm.fire();
-            });
-            TimerHandle::Task(task.abort_handle())
+    let handle = if on_real_clock() {
+        driver().add(node.clone(), at)
+    } else {
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let mut arm = Armed {
+                    node: Some(node.clone()),
+                    at,
+                };
+                let task = rt.spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    arm.fire();
+                });
+                TimerHandle::Task(task.abort_handle())
+            }
+            Err(_) => driver().add(node.clone(), at),
         }
-        Err(_) => fallback().add(node.clone(), at),
     };
-    node.expect_core().set_timer(handle);
+    node.expect_core().set_timer(Box::new(handle));
 }
 
 /// Loom models have no clock: deadlines there are only caught up by `err()`.
 #[cfg(loom)]
 pub(crate) fn start(_node: &Arc<Node>, _at: Instant) {}
 
+/// Whether tokio's clock here is the real one: outside a runtime, or inside one whose clock was
+/// never paused (always, without tokio's `test-util`). A clock that is or was paused reads a
+/// frozen or shifted instant, which falls outside the two real readings around it.
+fn on_real_clock() -> bool {
+    let before = StdInstant::now();
+    let now = Instant::now().into_std();
+    let after = StdInstant::now();
+    before <= now && now <= after
+}
+
 fn fire(node: &Node, at: Instant) {
     let cause = node.expect_core().deadline_cause(at);
-    node::cancel(node, Error::DeadlineExceeded, cause);
+    tree::cancel(node, Error::DeadlineExceeded, cause);
 }
 
 /// The state of a timer task. If the task is dropped before it fired while the node is still
-/// live (the runtime shut down, or had no time driver), the deadline moves to the fallback
-/// thread, so a context may outlive the runtime that made it.
+/// live (its runtime shut down), the deadline moves to the driver.
 struct Armed {
     node: Option<Arc<Node>>,
     at: Instant,
@@ -85,21 +119,21 @@ impl Drop for Armed {
         if let Some(node) = self.node.take() {
             let core = node.expect_core();
             if core.state() == LIVE {
-                let handle = fallback().add(node.clone(), self.at);
-                core.set_timer(handle);
+                let handle = driver().add(node.clone(), self.at);
+                core.set_timer(Box::new(handle));
             }
         }
     }
 }
 
-/// How long the fallback thread waits for new deadlines once it has none before it exits.
+/// How long the driver thread waits for new deadlines once it has none before it exits.
 const LINGER: Duration = if cfg!(miri) {
     Duration::ZERO
 } else {
     Duration::from_secs(1)
 };
 
-struct Fallback {
+struct Driver {
     state: StdMutex<Timers>,
     wake: Condvar,
 }
@@ -108,84 +142,142 @@ struct Fallback {
 struct Timers {
     queue: BTreeMap<(StdInstant, u64), Arc<Node>>,
     next_id: u64,
+    /// Whether the thread exists.
     running: bool,
+    /// Until when the thread sleeps, if it does: an earlier deadline must wake it, a later one
+    /// need not (it looks at the map again when it wakes).
+    sleeping_until: Option<StdInstant>,
+    /// Whether a failure to start the thread was reported (once).
+    reported: bool,
 }
 
-fn fallback() -> &'static Fallback {
-    static FALLBACK: OnceLock<Fallback> = OnceLock::new();
-    FALLBACK.get_or_init(|| Fallback {
+fn driver() -> &'static Driver {
+    static DRIVER: OnceLock<Driver> = OnceLock::new();
+    DRIVER.get_or_init(|| Driver {
         state: StdMutex::new(Timers::default()),
         wake: Condvar::new(),
     })
 }
 
-impl Fallback {
+impl Driver {
+    fn lock(&self) -> StdMutexGuard<'_, Timers> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn add(&'static self, node: Arc<Node>, at: Instant) -> TimerHandle {
         let at = at.into_std();
-        let mut t = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.lock();
         let id = t.next_id;
         t.next_id += 1;
-        let earliest = t.queue.first_key_value().is_none_or(|(k, _)| at < k.0);
         t.queue.insert((at, id), node);
+        self.arrange(&mut t, at);
+        TimerHandle::Thread { at, id }
+    }
+
+    /// Wakes the thread if it sleeps past `at`, or starts it if there is none.
+    fn arrange(&'static self, t: &mut Timers, at: StdInstant) {
         if !t.running {
             let spawned = std::thread::Builder::new()
                 .name("ctxkit-deadlines".into())
                 .spawn(move || self.run());
-            // Without a thread (the OS refused one) deadlines are still caught up by `err()`.
-            t.running = spawned.is_ok();
-        } else if earliest {
+            match spawned {
+                Ok(_) => t.running = true,
+                // Tried again with the next deadline; meanwhile `err()` still catches deadlines up.
+                Err(e) if !t.reported => {
+                    t.reported = true;
+                    eprintln!("ctxkit: could not start the deadline thread (retried later): {e}");
+                }
+                Err(_) => {}
+            }
+        } else if t.sleeping_until.is_some_and(|until| at < until) {
+            t.sleeping_until = None;
             self.wake.notify_one();
         }
-        TimerHandle::Thread { at, id }
     }
 
     fn remove(&self, at: StdInstant, id: u64) {
         let removed = {
-            let mut t = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut t = self.lock();
             let removed = t.queue.remove(&(at, id));
-            if t.queue.is_empty() && t.running {
-                // Let the thread see it has nothing left to wait for.
+            // With nothing left, the thread should linger and go, not sleep until a deadline
+            // that is gone.
+            if t.queue.is_empty()
+                && t.sleeping_until
+                    .is_some_and(|until| until > StdInstant::now() + LINGER)
+            {
+                t.sleeping_until = None;
                 self.wake.notify_one();
             }
             removed
         };
+        // Outside the lock: it may be the node's last reference.
         drop(removed);
     }
 
     fn run(&self) {
-        let mut t = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // Should this thread ever unwind anyway, the next deadline starts another one.
+        struct Exit<'a>(&'a Driver);
+        impl Drop for Exit<'_> {
+            fn drop(&mut self) {
+                let mut t = self.0.lock();
+                t.running = false;
+                t.sleeping_until = None;
+            }
+        }
+        let exit = Exit(self);
+        let mut t = self.lock();
         loop {
             let now = StdInstant::now();
-            match t.queue.first_key_value() {
-                Some((&(at, _), _)) if at <= now => {
-                    let ((at, _), node) = t.queue.pop_first().expect("non-empty");
-                    drop(t);
-                    fire(&node, Instant::from_std(at));
-                    drop(node);
-                    t = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                }
-                Some((&(at, _), _)) => {
+            let first = t.queue.first_key_value().map(|(k, _)| k.0);
+            if first.is_some_and(|at| at <= now) {
+                let ((at, _), node) = t.queue.pop_first().expect("non-empty");
+                drop(t);
+                fire_caught(node, Instant::from_std(at));
+                t = self.lock();
+                continue;
+            }
+            match first {
+                Some(at) => {
+                    t.sleeping_until = Some(at);
                     t = self
                         .wake
-                        .wait_timeout(t, at - now)
+                        .wait_timeout(t, at.saturating_duration_since(now))
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
+                    t.sleeping_until = None;
                 }
                 None => {
                     // Nothing to wait for: linger a little for the next deadline (a program
                     // making many timeouts must not pay a thread each), then go away, so no
                     // idle thread outlives the deadlines it was started for.
+                    t.sleeping_until = Some(now + LINGER);
                     let (g, res) = self
                         .wake
                         .wait_timeout(t, LINGER)
                         .unwrap_or_else(|p| p.into_inner());
                     t = g;
+                    t.sleeping_until = None;
                     if res.timed_out() && t.queue.is_empty() {
+                        // Cleared under this lock, not by `exit` after it: an `add` in between
+                        // may have started the next thread already.
                         t.running = false;
+                        drop(t);
+                        std::mem::forget(exit);
                         return;
                     }
                 }
             }
         }
     }
+}
+
+/// Fires a deadline on the driver thread. Wakers, callbacks and the drop of the node (and of
+/// the values it may be the last to hold) are foreign code: a panic there is the panicking
+/// code's own (the panic hook reports it) and must not stop the thread every later deadline
+/// depends on.
+fn fire_caught(node: Arc<Node>, at: Instant) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| fire(&node, at))) {
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(panic)));
+    }
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(node)));
 }

@@ -316,19 +316,29 @@ where
         let span = self.spans.start(&req, grpc);
         #[cfg(not(feature = "tracing"))]
         let span = Span;
-        let (ctx, handle) =
-            match propagation::extract(req.headers(), &self.root, &self.accept, arrived) {
-                Ok(pair) => pair,
-                Err(e) => {
-                    let resp = answer(
-                        grpc,
-                        StatusCode::BAD_REQUEST,
-                        GrpcCode::Internal,
-                        e.to_string(),
-                    );
-                    return ServerFuture::answered(resp, grpc, span);
-                }
-            };
+        // The live tree shows which request each context serves.
+        #[cfg(feature = "live")]
+        let root = &self
+            .root
+            .with_value::<crate::live::Request>(crate::live::RequestLine(format!(
+                "{} {}",
+                req.method(),
+                req.uri().path()
+            )));
+        #[cfg(not(feature = "live"))]
+        let root = &self.root;
+        let (ctx, handle) = match propagation::extract(req.headers(), root, &self.accept, arrived) {
+            Ok(pair) => pair,
+            Err(e) => {
+                let resp = answer(
+                    grpc,
+                    StatusCode::BAD_REQUEST,
+                    GrpcCode::Internal,
+                    e.to_string(),
+                );
+                return ServerFuture::answered(resp, grpc, span);
+            }
+        };
         // Before anything starts the span: its parent is the caller's span.
         #[cfg(feature = "opentelemetry")]
         let ctx = crate::opentelemetry::continue_trace(&span, req.headers(), ctx);

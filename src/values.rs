@@ -7,7 +7,7 @@ use std::any::TypeId;
 
 use crate::Context;
 #[cfg(feature = "propagation")]
-use crate::node::Kind;
+use crate::tree::Kind;
 
 /// A value of a travelling key, found walking a context towards its root.
 #[cfg(feature = "propagation")]

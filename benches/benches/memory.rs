@@ -3,6 +3,7 @@
 //! allocator); run with `cargo bench --bench memory`. One line per measurement:
 //!
 //! `memory side=ctxkit kind=with_cancel/background live_bytes=N allocs=M`
+//! `churn side=ctxkit kind=with_timeout_cancelled bytes=N allocs=M`
 //!
 //! `live_bytes` is the heap the node keeps while alive (its share of a parent's registry
 //! included, averaged over many siblings); `allocs` is allocations per node made, transient
@@ -42,6 +43,23 @@ fn measure<T>(side: &str, kind: &str, mut make: impl FnMut() -> T) {
     drop(keep);
 }
 
+/// Runs `op` `N` times and prints the heap it allocated per run (freed or not) and its
+/// allocations per run: what an operation that makes and drops a node churns through.
+fn churn(side: &str, kind: &str, mut op: impl FnMut()) {
+    let before = dhat::HeapStats::get();
+    for _ in 0..N {
+        op();
+    }
+    let after = dhat::HeapStats::get();
+    let bytes = after.total_bytes as f64 - before.total_bytes as f64;
+    let allocs = after.total_blocks as f64 - before.total_blocks as f64;
+    println!(
+        "churn side={side} kind={kind} bytes={:.1} allocs={:.2}",
+        bytes / N as f64,
+        allocs / N as f64
+    );
+}
+
 fn main() {
     let _profiler = dhat::Profiler::builder().testing().build();
     let bg = Context::background();
@@ -66,6 +84,12 @@ fn main() {
         let _in = rt.enter();
         measure("ctxkit", "with_timeout/runtime", || {
             bg.with_timeout(Duration::from_secs(3600))
+        });
+        // As Go's `-benchmem` counts `WithTimeout` + `cancel()`: everything allocated.
+        churn("ctxkit", "with_timeout_cancelled", || {
+            let (ctx, cancel) = bg.with_timeout(Duration::from_secs(3600));
+            cancel.cancel();
+            drop(ctx);
         });
     }
     // A `done()` future that has been polled once holds a registry slot.

@@ -71,6 +71,49 @@ async fn maybe_cancellable(ctx: &Context, n: u64) -> Result<u64, ctxkit::Error> 
     Ok(sum)
 }
 
+/// A future that suspends once: pending at its first poll (waking itself), ready at the next.
+fn pending_once(i: u64) -> impl Future<Output = u64> {
+    let mut polled = false;
+    std::future::poll_fn(move |cx| {
+        if polled {
+            std::task::Poll::Ready(i)
+        } else {
+            polled = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+}
+
+async fn pending_plain(_ctx: &Context, n: u64) -> u64 {
+    let mut sum = 0;
+    for i in 0..n {
+        sum += pending_once(i).await;
+    }
+    sum
+}
+
+#[ctxkit::cancellable]
+async fn pending_cancellable(ctx: &Context, n: u64) -> Result<u64, ctxkit::Error> {
+    let mut sum = 0;
+    for i in 0..n {
+        sum += pending_once(i).await;
+    }
+    Ok(sum)
+}
+
+/// Polls a future to completion, again and again while it is pending (its futures wake
+/// themselves at once).
+fn run_to_end<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
 /// Polls a future that never suspends to completion.
 fn run_ready<F: Future>(f: F) -> F::Output {
     let mut f = std::pin::pin!(f);
@@ -86,7 +129,14 @@ fn main() {
     let Some(op) = args.next() else { return };
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let bg = Context::background();
+    // Deadlines are made inside a runtime, as requests make them.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let _in_runtime = rt.enter();
     let (parent, _p) = bg.with_cancel();
+    let (under_deadline, _d) = bg.with_timeout(std::time::Duration::from_secs(3600));
     let token = CancellationToken::new();
     let mut chain = bg.with_value::<RootKey>(1);
     for i in 1..100 {
@@ -130,6 +180,25 @@ fn main() {
             "empty" => {}
             "create_drop" => drop(black_box(bg.with_cancel())),
             "create_drop_parent" => drop(black_box(parent.with_cancel())),
+            // A request scope: `let (ctx, h) = parent.with_cancel();`, the handle dropped first.
+            "create_cancel_parent_scope" => {
+                let (ctx, h) = parent.with_cancel();
+                black_box(&ctx);
+                drop(h);
+                drop(ctx);
+            }
+            "timeout_cancel" => {
+                let (ctx, h) = bg.with_timeout(std::time::Duration::from_secs(3600));
+                black_box(&ctx);
+                h.cancel();
+                drop(ctx);
+            }
+            "err_deadline" => {
+                black_box(black_box(&under_deadline).err());
+            }
+            "check_deadline" => {
+                let _ = black_box(black_box(&under_deadline).check());
+            }
             "create_drop_value" => drop(black_box(bg.with_value::<RootKey>(1))),
             "tokio_create_drop" => drop(black_box(CancellationToken::new())),
             "tokio_create_drop_parent" => drop(black_box(token.child_token())),
@@ -145,6 +214,13 @@ fn main() {
             }
             "awaits_maybe_cancellable" => {
                 black_box(run_ready(maybe_cancellable(&parent, AWAITS)).ok());
+            }
+            // The same with futures that suspend once each: one poll of the call per await.
+            "awaits_pending_plain" => {
+                black_box(run_to_end(pending_plain(&parent, AWAITS)));
+            }
+            "awaits_pending_cancellable" => {
+                black_box(run_to_end(pending_cancellable(&parent, AWAITS)).ok());
             }
             "is_done" => {
                 black_box(black_box(&parent).is_done());

@@ -99,6 +99,40 @@ func BenchmarkWithTimeout(b *testing.B) {
 	}
 }
 
+// A timeout child made and cancelled by one goroutine: what a request with a deadline costs.
+func BenchmarkWithTimeoutCancel(b *testing.B) {
+	root := context.Background()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		ctx, cancel := context.WithTimeout(root, time.Hour)
+		_ = ctx
+		cancel()
+	}
+}
+
+// Err() on a live context with a deadline: on one goroutine, and on GOMAXPROCS goroutines at
+// once (run with -cpu 2: ns/op is then the wall time over all the checks).
+func BenchmarkErrDeadline(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	b.Run("threads=1", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if ctx.Err() != nil {
+				b.Fatal("done")
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if ctx.Err() != nil {
+					b.Fatal("done")
+				}
+			}
+		})
+	})
+}
+
 // As Go's BenchmarkCheckCanceled, on a live context.
 func BenchmarkCheckLive(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -124,7 +158,7 @@ func BenchmarkCheckLive(b *testing.B) {
 // n goroutines wait on their own child of one root; measured from the root's cancel until the
 // last has woken.
 func BenchmarkFanOut(b *testing.B) {
-	for _, n := range []int{1000, 100000} {
+	for _, n := range []int{1000, 10000, 100000} {
 		b.Run(fmt.Sprintf("waiters=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()

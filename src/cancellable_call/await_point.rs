@@ -10,14 +10,11 @@ use pin_project::pin_project;
 use super::CallFrame;
 
 /// What an await knows about itself for the features that report awaits (`testing`: which
-/// await a cancel-safety test cancelled at): its place in the user's code and whether it was
-/// polled before. Zero-sized, and every method empty, without them.
-///
-/// A feature that shows where a suspended call waits (a live request tree) joins the `cfg`s
-/// here and, in [`AwaitSite::polled`], stores `location` in the frame when the await is pending:
-/// the macro's expansion does not change, and builds without the feature still pay nothing.
+/// await a cancel-safety test cancelled at; `live`: where a suspended call waits): its place in
+/// the user's code and whether it was polled before. Zero-sized, and every method empty, without
+/// them: the macro's expansion is the same either way.
 pub(crate) struct AwaitSite {
-    #[cfg(feature = "testing")]
+    #[cfg(any(feature = "testing", feature = "live"))]
     location: &'static std::panic::Location<'static>,
     #[cfg(feature = "testing")]
     started: bool,
@@ -26,11 +23,11 @@ pub(crate) struct AwaitSite {
 impl AwaitSite {
     /// The site of the caller's caller: the expansion's call of an await wrapper, which the
     /// macro spans on the user's `.await`.
-    #[cfg_attr(feature = "testing", track_caller)]
+    #[cfg_attr(any(feature = "testing", feature = "live"), track_caller)]
     #[inline(always)]
     pub(crate) fn of_caller() -> AwaitSite {
         AwaitSite {
-            #[cfg(feature = "testing")]
+            #[cfg(any(feature = "testing", feature = "live"))]
             location: std::panic::Location::caller(),
             #[cfg(feature = "testing")]
             started: false,
@@ -47,6 +44,12 @@ impl AwaitSite {
             if let Some(probe) = &frame.probe {
                 probe.reached(self.location, pending);
             }
+        }
+        // The live tree: the call is suspended here until its next poll (`CallBody::poll`
+        // clears it); an await that completes at once costs nothing.
+        #[cfg(feature = "live")]
+        if pending {
+            frame.live.suspended(self.location, &frame.ctx);
         }
         let _ = (frame, pending);
     }
@@ -66,7 +69,7 @@ pub(crate) struct AwaitPoint<'a, F> {
 /// Wraps the awaited expression (anything `IntoFuture`, as `.await` accepts). The return type is
 /// opaque so that awaiting a non-future is reported as rustc's "`T` is not a future" on the
 /// user's expression, not as a missing impl on a type of ours.
-#[cfg_attr(feature = "testing", track_caller)]
+#[cfg_attr(any(feature = "testing", feature = "live"), track_caller)]
 #[inline]
 pub fn await_point<I: IntoFuture>(frame: &CallFrame, fut: I) -> impl Future<Output = I::Output> {
     AwaitPoint {

@@ -73,7 +73,7 @@ pub(crate) struct ShieldedAwait<'a, F> {
 
 /// Wraps the awaited expression of a shielded statement (opaque for the same reason as
 /// `await_point`).
-#[cfg_attr(feature = "testing", track_caller)]
+#[cfg_attr(any(feature = "testing", feature = "live"), track_caller)]
 #[inline]
 pub fn shielded<'a, I: IntoFuture>(
     guard: &'a ShieldGuard<'a>,

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! async fn f(args) -> R {
-//!     let frame = __private::CallFrame::new(<ctx param, cloned | Context::current()>, <timeout>);
+//!     let frame = __private::CallFrame::new(<ctx param, cloned | Context::current()>, <timeout>, "path::f");
 //!     let frame = &frame;
 //!     match __private::CallBody::new(frame, async move { <fake return of R>; <rewritten body> }).await {
 //!         Ok(value) => value,                         // the body's own `R`
@@ -84,9 +84,18 @@ pub(crate) fn item(mut item: FnItem, args: &FnArgs, errors: &mut Errors) -> Toke
         }
         None => quote!(::core::option::Option::None),
     };
-    // Spanned on the fn's name: a timeout's origin (in `Debug` of its cause) names this fn.
-    let new_frame =
-        quote_spanned!(item.sig.ident.span()=> #private::CallFrame::new(#ctx, #timeout));
+    // Spanned on the fn's name, path included (the call's location is where its first token
+    // is): a timeout's origin (in `Debug` of its cause) names this fn's line, and so does the
+    // live tree (with the fn's path).
+    let fn_name = item.sig.ident.to_string();
+    let frame_path = krate::respan(quote!(#private::CallFrame::new), item.sig.ident.span());
+    let new_frame = quote_spanned! {item.sig.ident.span()=>
+        #frame_path(
+            #ctx,
+            #timeout,
+            ::core::concat!(::core::module_path!(), "::", #fn_name),
+        )
+    };
     let fake_return = fake_return(&output);
     let err = syn::Ident::new("__ctxkit_err", Span::mixed_site());
     let ok = syn::Ident::new("__ctxkit_ok", Span::mixed_site());

@@ -21,6 +21,8 @@ pub(crate) struct KeyArgs {
     /// `record` or `record = "field"`: the received value is a field of the request's span
     /// (named `field`, else the header).
     pub(crate) record: Option<Record>,
+    /// `debug`: the live request tree shows the value's `Debug`.
+    pub(crate) debug: Option<syn::Path>,
 }
 
 /// The `record` argument.
@@ -36,7 +38,8 @@ const ACCEPTED: &str = "`value = Type` (a marker key carrying a `Type`), \
                         `header = \"x-name\"` (the value travels in this header), \
                         `codec = path::to::Codec` (its text form, with `header`), \
                         `record` or `record = \"field\"` (a field of the request's span, with \
-                        `header`) and \
+                        `header`), \
+                        `debug` (the live request tree shows the value's `Debug`) and \
                         `crate = path::to::ctxkit` (when ctxkit is re-exported)";
 
 pub(crate) fn parse(attrs: &[Attribute], errors: &mut Errors) -> KeyArgs {
@@ -213,6 +216,8 @@ fn parse_one(meta: &ParseNestedMeta, args: &mut KeyArgs, errors: &mut Errors) ->
             field,
         };
         set_once(&mut args.record, record, &meta.path, errors);
+    } else if meta.path.is_ident("debug") {
+        set_once(&mut args.debug, meta.path.clone(), &meta.path, errors);
     } else if meta.path.is_ident("crate") {
         let path = name_value(meta, "a path: `crate = path::to::ctxkit`", |input| {
             input.call(syn::Path::parse_mod_style)

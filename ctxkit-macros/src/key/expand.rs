@@ -85,6 +85,22 @@ pub(crate) fn key(checked: &Checked, args: &KeyArgs) -> TokenStream {
             }
         }
     });
+    // Without ctxkit's `live` feature the trait has no `debug` and nothing shows values: the
+    // argument is accepted (a library's keys need not know whether an application looks) and
+    // expands to nothing.
+    let debug_item = args
+        .debug
+        .as_ref()
+        .filter(|_| cfg!(feature = "live"))
+        .map(|path| {
+            quote_spanned! {path.span()=>
+                fn debug(
+                    value: &<Self as #private::ContextKey>::Value,
+                ) -> ::core::option::Option<&dyn ::core::fmt::Debug> {
+                    ::core::option::Option::Some(value)
+                }
+            }
+        });
     let key_name = ident.to_string();
     let get_doc =
         format!("The `{key_name}` value of `ctx`: the nearest one towards the root, if any.");
@@ -100,6 +116,7 @@ pub(crate) fn key(checked: &Checked, args: &KeyArgs) -> TokenStream {
         impl #impl_generics #private::ContextKey for #self_ty #where_clause {
             #value_item
             #travel_items
+            #debug_item
         }
 
         impl #impl_generics #self_ty #where_clause {

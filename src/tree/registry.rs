@@ -1,0 +1,249 @@
+//! A cancellable node's registry: what must hear about its cancellation (cancellable children,
+//! `done()` waiters, `after_func` callbacks), and how entries come and go.
+//!
+//! The first waiter is kept inline in the node; everything else goes to a slab that keeps a lone
+//! entry inline too and is allocated on first use. Entries are read and changed only under the
+//! node's lock; once the node is done the registry is empty for good (invariant 4).
+
+use std::task::Waker;
+
+use slab::Slab;
+
+use crate::sync::{Arc, Ordering, lock};
+
+use super::state::LIVE;
+use super::{CancelCore, Inner, Node};
+
+/// `CancelCore::key` of a node in no registry.
+pub(super) const NO_KEY: u32 = u32::MAX;
+/// The registry key of the inline waiter slot ([`Inner::waiter`]); no slab reaches it.
+const INLINE_KEY: usize = usize::MAX;
+
+/// Something that runs once its node is done: an `after_func` callback. `notify` is called
+/// outside every lock, at most once per registration.
+pub(crate) trait Notify: Send + Sync {
+    fn notify(&self);
+}
+
+pub(crate) enum Entry {
+    Child(Arc<Node>),
+    Waiter(Waker),
+    After(Box<dyn Notify>),
+}
+
+impl Inner {
+    pub(super) fn entries_len(&self) -> usize {
+        usize::from(self.waiter.is_some()) + self.more.as_ref().map_or(0, |m| m.entries.len())
+    }
+
+    /// Registers `e`: a waiter in the inline slot if it is free, anything else in the registry.
+    pub(super) fn insert(&mut self, e: Entry) -> usize {
+        match e {
+            Entry::Waiter(w) if self.waiter.is_none() => {
+                self.waiter = Some(w);
+                INLINE_KEY
+            }
+            e => self.more().entries.insert(e),
+        }
+    }
+
+    /// Removes entry `key`; gives the memory of a registry that grew under a burst back once
+    /// it is empty.
+    pub(super) fn remove(&mut self, key: usize) -> Option<Entry> {
+        if key == INLINE_KEY {
+            return self.waiter.take().map(Entry::Waiter);
+        }
+        let m = self.more.as_mut()?;
+        let e = m.entries.try_remove(key);
+        if m.entries.is_empty() && m.entries.capacity() > 64 {
+            if m.cause.is_none()
+                && m.timer.is_none()
+                && m.deadline_cause.is_none()
+                && m.created.is_none()
+                && m.deadline.is_none()
+            {
+                self.more = None;
+            } else {
+                m.entries = Registry::Empty;
+            }
+        }
+        e
+    }
+}
+
+/// A slab of entries that keeps a lone entry inline: most nodes have at most one waiter or
+/// child, which then needs no slab of its own (no allocation, nothing to free at the walk).
+/// Keys are the slab's; the lone entry's key is 0, as it would be in a slab.
+#[derive(Default)]
+pub(super) enum Registry {
+    #[default]
+    Empty,
+    One(Entry),
+    Many(Slab<Entry>),
+}
+
+impl Registry {
+    fn insert(&mut self, e: Entry) -> usize {
+        if let Registry::Many(slab) = self {
+            return slab.insert(e);
+        }
+        match std::mem::take(self) {
+            Registry::Empty => {
+                *self = Registry::One(e);
+                0
+            }
+            Registry::One(first) => {
+                let mut slab = Slab::with_capacity(4);
+                slab.insert(first);
+                let key = slab.insert(e);
+                *self = Registry::Many(slab);
+                key
+            }
+            Registry::Many(mut slab) => {
+                let key = slab.insert(e);
+                *self = Registry::Many(slab);
+                key
+            }
+        }
+    }
+
+    fn get_mut(&mut self, key: usize) -> Option<&mut Entry> {
+        match self {
+            Registry::One(e) if key == 0 => Some(e),
+            Registry::Many(slab) => slab.get_mut(key),
+            _ => None,
+        }
+    }
+
+    fn try_remove(&mut self, key: usize) -> Option<Entry> {
+        match self {
+            Registry::One(_) if key == 0 => match std::mem::take(self) {
+                Registry::One(e) => Some(e),
+                _ => None,
+            },
+            Registry::Many(slab) => slab.try_remove(key),
+            _ => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Registry::Empty => 0,
+            Registry::One(_) => 1,
+            Registry::Many(slab) => slab.len(),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether any entry is a cancellable child.
+    pub(super) fn has_children(&self) -> bool {
+        match self {
+            Registry::Empty => false,
+            Registry::One(e) => matches!(e, Entry::Child(_)),
+            Registry::Many(slab) => slab.iter().any(|(_, e)| matches!(e, Entry::Child(_))),
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            Registry::Many(slab) => slab.capacity(),
+            _ => 0,
+        }
+    }
+
+    /// Every entry, in registration order (key order, for a slab that never reused a key).
+    pub(super) fn for_each(self, mut f: impl FnMut(Entry)) {
+        match self {
+            Registry::Empty => {}
+            Registry::One(e) => f(e),
+            Registry::Many(slab) => slab.into_iter().for_each(|(_, e)| f(e)),
+        }
+    }
+}
+
+impl CancelCore {
+    /// Registers `entry`; gives it back when the node is already done.
+    pub(crate) fn register(&self, entry: Entry) -> Result<usize, Entry> {
+        let mut g = lock(&self.inner);
+        if self.state.load(Ordering::Relaxed) != LIVE {
+            return Err(entry);
+        }
+        Ok(g.insert(entry))
+    }
+
+    /// Replaces the waker of waiter `key` (no-op once done).
+    pub(crate) fn update_waiter(&self, key: usize, waker: &Waker) {
+        let mut g = lock(&self.inner);
+        if self.state.load(Ordering::Relaxed) != LIVE {
+            return;
+        }
+        let slot = match key {
+            INLINE_KEY => g.waiter.as_mut(),
+            _ => match g.more.as_mut().and_then(|m| m.entries.get_mut(key)) {
+                Some(Entry::Waiter(w)) => Some(w),
+                _ => None,
+            },
+        };
+        if let Some(w) = slot {
+            w.clone_from(waker);
+        }
+    }
+
+    /// Removes entry `key` (no-op once done: the registry was emptied by the cancellation).
+    pub(crate) fn unregister(&self, key: usize) -> Option<Entry> {
+        // Once done, never live again: no need for the lock (a woken waiter's common case).
+        if self.state() != LIVE {
+            return None;
+        }
+        let mut g = lock(&self.inner);
+        if self.state.load(Ordering::Relaxed) != LIVE {
+            return None;
+        }
+        g.remove(key)
+    }
+
+    /// Adds this node's live cancellable children to `out` (for the live tree; the lock is held
+    /// only while their pointers are copied).
+    #[cfg(feature = "live")]
+    pub(crate) fn live_children(&self, out: &mut Vec<Arc<Node>>) {
+        let g = lock(&self.inner);
+        if self.state.load(Ordering::Relaxed) != LIVE {
+            return;
+        }
+        match g.more.as_deref().map(|m| &m.entries) {
+            Some(Registry::One(Entry::Child(c))) => out.push(c.clone()),
+            Some(Registry::Many(slab)) => out.extend(slab.iter().filter_map(|(_, e)| match e {
+                Entry::Child(c) => Some(c.clone()),
+                _ => None,
+            })),
+            _ => {}
+        }
+    }
+
+    /// Number of registered entries (children, waiters, callbacks); for tests of the bookkeeping.
+    pub(crate) fn registered(&self) -> usize {
+        lock(&self.inner).entries_len()
+    }
+}
+
+/// Leaves the nearest cancellable ancestor's registry (no-op if it is done: it dropped us).
+pub(super) fn detach_from_parent(node: &Node) {
+    let core = node.expect_core();
+    if let Some(p) = node.source_parent() {
+        let pc = p.expect_core();
+        let mut g = lock(&pc.inner);
+        if pc.state.load(Ordering::Relaxed) == LIVE {
+            let key = core.key.load(Ordering::Relaxed);
+            if key != NO_KEY {
+                let removed = g.remove(key as usize);
+                core.key.store(NO_KEY, Ordering::Relaxed);
+                drop(g);
+                // The child's Arc is dropped outside the lock (it may be the last one).
+                drop(removed);
+            }
+        }
+    }
+}
