@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::sync::{Arc, AtomicU8, Mutex, Ordering, lock};
-use crate::tree::{Node, Notify};
+use crate::tree::{CancelNode, CancelRef, Notify};
 
 const PENDING: u8 = 0;
 const STARTED: u8 = 1;
@@ -122,17 +122,17 @@ impl Drop for Job {
 /// let (tx, rx) = mpsc::channel();
 /// let after = ctx.after_func(move || tx.send(()).unwrap());
 /// cancel.cancel();
-/// rx.recv().unwrap(); // it ran, on its own thread (or task, inside a runtime)
+/// rx.recv().unwrap(); // it ran, on a pool thread (or a task, inside a driven runtime)
 /// assert!(!after.stop()); // too late to stop it
 /// ```
 pub struct AfterFunc {
     shared: Arc<AfterShared>,
-    reg: Option<(Arc<Node>, usize)>,
+    reg: Option<(CancelNode, usize)>,
 }
 
 impl AfterFunc {
     pub(crate) fn new(
-        node: Option<&Arc<Node>>,
+        node: Option<CancelRef<'_>>,
         f: Box<dyn FnOnce() + Send + 'static>,
     ) -> AfterFunc {
         let shared = Arc::new(AfterShared {
@@ -145,11 +145,8 @@ impl AfterFunc {
         });
         let mut reg = None;
         if let Some(node) = node {
-            match node
-                .expect_core()
-                .register(crate::tree::Entry::After(Box::new(shared.clone())))
-            {
-                Ok(key) => reg = Some((node.clone(), key)),
+            match node.register(crate::tree::Entry::After(Box::new(shared.clone()))) {
+                Ok(key) => reg = Some((node.to_owned(), key)),
                 Err(_) => shared.fire(),
             }
         }
@@ -178,7 +175,7 @@ impl AfterFunc {
             // Drop the callback (and what it captured) now, and leave the node's registry.
             drop(lock(&self.shared.f).take());
             if let Some((node, key)) = &self.reg {
-                drop(node.expect_core().unregister(*key));
+                drop(node.get().unregister(*key));
             }
         }
         stopped

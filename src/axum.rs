@@ -86,7 +86,7 @@ pub use crate::live::LiveTree;
 ///     .scope(Ctx::from_request_parts(&mut parts, &()))
 ///     .await
 ///     .unwrap();
-/// assert!(got.same(&ctx));
+/// assert!(got.ptr_eq(&ctx));
 /// assert_eq!(handler(Ctx(got)).await, "deadline: None");
 /// # }
 /// ```

@@ -12,7 +12,7 @@ use crate::error::{Cause, Error};
 use crate::handle::CancelHandle;
 use crate::key::ContextKey;
 use crate::sync::Arc;
-use crate::tree::{self, CancelCore, KeyMeta, Kind, LIVE, Node, ValueSlot};
+use crate::tree::{self, CancelCore, CancelNode, CancelRef, KeyMeta, Kind, Node, State, ValueSlot};
 use crate::{Instant, timer};
 
 /// A request's context: cancellation, a deadline and request-scoped values, as in Go's
@@ -99,14 +99,13 @@ impl Context {
 
     /// The nearest cancellable node: this one, or the one a value node points at.
     #[inline]
-    pub(crate) fn source(&self) -> Option<&Arc<Node>> {
+    pub(crate) fn cancellable(&self) -> Option<CancelRef<'_>> {
         early_drop::used();
-        tree::source_of(self.node.as_ref()?)
+        tree::nearest_cancellable(self.node.as_ref()?)
     }
 
     #[inline]
     pub(crate) fn core(&self) -> Option<&CancelCore> {
-        // `source()` then `expect_core()` would match the kind twice on every `is_done()`.
         // Tested in order of likelihood: a 4-way `match` compiles to a jump table here.
         early_drop::used();
         let node = self.node.as_deref()?;
@@ -114,7 +113,7 @@ impl Context {
             return Some(c);
         }
         if let Kind::Value(v) = &node.kind {
-            return v.source.as_deref().and_then(Node::core);
+            return v.cancellable.as_ref().map(|c| c.get().core());
         }
         None
     }
@@ -140,9 +139,10 @@ impl Context {
     /// A child that is cancelled with [`Error::DeadlineExceeded`] at `at`, or earlier through its
     /// handle or its parent. If the parent's deadline is earlier, the child keeps the parent's.
     ///
-    /// Deadlines follow tokio's clock inside a runtime (so `tokio::time::pause()` works) and fire
-    /// without anyone polling the context, also outside any runtime. A deadline that has passed
-    /// already gives a context that is done at once.
+    /// Deadlines fire without anyone polling the context: on the real clock, one timer thread
+    /// keeps them all, so they fire with or without a runtime, also one built without timers or
+    /// one nobody drives; inside a runtime on tokio's test clock (`tokio::time::pause()`), they
+    /// follow that clock. A deadline that has passed already gives a context that is done at once.
     ///
     /// ```
     /// use std::time::Duration;
@@ -226,8 +226,11 @@ impl Context {
         after: Duration,
         cause: impl Into<Cause>,
     ) -> (Context, CancelHandle) {
-        let at = Instant::now().checked_add(after);
-        self.child(at, Some(cause.into()), Location::caller())
+        self.child(
+            Instant::now().checked_add(after),
+            Some(cause.into()),
+            Location::caller(),
+        )
     }
 
     /// A cancellable child with its handle: the constructor every `with_*` goes through. `at`
@@ -242,20 +245,23 @@ impl Context {
         let own = at.filter(|at| self.deadline().is_none_or(|parent_at| *at < parent_at));
         let node = self.cancel_child(own, here);
         if let Some(at) = own {
-            let core = node.expect_core();
+            let me = node.get();
             if let Some(c) = cause {
-                core.set_deadline_cause(c);
+                me.set_deadline_cause(c);
             }
-            if core.state() == LIVE {
+            if !me.is_done() {
                 if at <= Instant::now() {
-                    let cause = core.deadline_cause(at);
-                    tree::cancel(&node, Error::DeadlineExceeded, cause);
+                    let cause = me.deadline_cause(at);
+                    tree::cancel(me, Error::DeadlineExceeded, cause);
                 } else {
                     timer::start(&node, at);
                 }
             }
         }
-        (self.wrap(node.clone()), CancelHandle::new(node, here))
+        (
+            self.wrap(node.node().clone()),
+            CancelHandle::new(node, here),
+        )
     }
 
     /// A cancellable child; `own_deadline` is `Some` only when it comes before the inherited one.
@@ -263,7 +269,7 @@ impl Context {
         &self,
         own_deadline: Option<Instant>,
         here: &'static Location<'static>,
-    ) -> Arc<Node> {
+    ) -> CancelNode {
         tree::new_cancel(self.node.clone(), own_deadline, here)
     }
 
@@ -303,7 +309,7 @@ impl Context {
                     }
                 },
                 value: Box::new(value),
-                source: self.source().cloned(),
+                cancellable: self.cancellable().map(CancelRef::to_owned),
             }),
         }))
     }
@@ -334,9 +340,11 @@ impl Context {
         }))
     }
 
-    /// Runs `f` once, on its own task (or thread, outside a tokio runtime), after this context is
-    /// done; at once if it is done already. Cancelling never waits for `f`, and a panic in `f`
-    /// stays on its task or thread. On a context that can never be cancelled `f` never runs (and
+    /// Runs `f` once, on its own task (or, where no runtime is being driven, on a pool of at most
+    /// 16 threads shared by every callback), after this context is done; at once if it is done
+    /// already. Cancelling never waits for `f`, and a panic in `f` stays on its task or thread.
+    /// Up to 16 callbacks that block can run at once outside a driven runtime; more wait for one
+    /// of them to return. On a context that can never be cancelled `f` never runs (and
     /// the first [`AfterFunc::stop`] returns `true`).
     ///
     /// ```
@@ -350,7 +358,7 @@ impl Context {
     /// assert_eq!(rx.recv().unwrap(), "cleaned up");
     /// ```
     pub fn after_func(&self, f: impl FnOnce() + Send + 'static) -> AfterFunc {
-        AfterFunc::new(self.source(), Box::new(f))
+        AfterFunc::new(self.cancellable(), Box::new(f))
     }
 
     /// A future that resolves once this context is done. It is `'static` (it holds its own
@@ -358,7 +366,7 @@ impl Context {
     /// pending and leaves the registry when dropped. On a context that can never be cancelled it
     /// never resolves.
     pub fn done(&self) -> Done {
-        Done::new(self.source().cloned())
+        Done::new(self.cancellable().map(CancelRef::to_owned))
     }
 
     /// Whether this context is done. One atomic load.
@@ -374,7 +382,7 @@ impl Context {
     #[inline]
     pub fn is_done(&self) -> bool {
         match self.core() {
-            Some(c) => c.state() != LIVE,
+            Some(c) => c.is_done(),
             None => false,
         }
     }
@@ -394,14 +402,13 @@ impl Context {
     /// assert_eq!(ctx.err(), Some(Error::Canceled));
     /// ```
     pub fn err(&self) -> Option<Error> {
-        let node = self.source()?;
-        let core = node.expect_core();
-        let st = core.state();
-        if st == LIVE {
+        let node = self.cancellable()?;
+        let st = node.state();
+        if st == State::Live {
             node.catch_up_deadline();
-            return tree::state_err(core.state());
+            return node.state().err();
         }
-        tree::state_err(st)
+        st.err()
     }
 
     /// The cause of the cancellation: the cause given to [`CancelHandle::cancel_with`] or to a `_cause`
@@ -427,7 +434,7 @@ impl Context {
     /// The time at which this context will be cancelled by a deadline: its own or the nearest
     /// earlier one of its ancestors. `None` without a deadline.
     pub fn deadline(&self) -> Option<Instant> {
-        self.source()?.deadline()
+        self.cancellable()?.deadline()
     }
 
     /// The nearest value stored under key `K`, walking towards the root (see
@@ -455,10 +462,10 @@ impl Context {
     /// use ctxkit::Context;
     ///
     /// let (a, _cancel) = Context::background().with_cancel();
-    /// assert!(a.same(&a.clone()));
-    /// assert!(!a.same(&Context::background()));
+    /// assert!(a.ptr_eq(&a.clone()));
+    /// assert!(!a.ptr_eq(&Context::background()));
     /// ```
-    pub fn same(&self, other: &Context) -> bool {
+    pub fn ptr_eq(&self, other: &Context) -> bool {
         match (&self.node, &other.node) {
             (None, None) => true,
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -467,19 +474,8 @@ impl Context {
     }
 
     /// How many children, waiters and callbacks this context's cancellation would reach directly
-    /// (0 for a context that cannot be cancelled). Meant for tests and diagnostics of leaks.
-    ///
-    /// ```
-    /// use ctxkit::Context;
-    ///
-    /// let (parent, _cancel) = Context::background().with_cancel();
-    /// let (child, cancel_child) = parent.with_cancel();
-    /// assert_eq!(parent.registered(), 1);
-    /// drop(cancel_child); // a cancelled child leaves at once
-    /// assert_eq!(parent.registered(), 0);
-    /// # drop(child);
-    /// ```
-    pub fn registered(&self) -> usize {
+    /// (0 for a context that cannot be cancelled): [`crate::test_hooks::registered`].
+    pub(crate) fn registered(&self) -> usize {
         self.core().map_or(0, |c| c.registered())
     }
 }

@@ -7,15 +7,14 @@ use std::task::{Context as TaskContext, Poll, RawWakerVTable, Waker};
 
 use crate::Error;
 use crate::race::Watch;
-use crate::sync::Arc;
-use crate::tree::{self, Entry, LIVE, Node};
+use crate::tree::{CancelNode, Entry};
 
 /// A waker slot in a cancellable node's registry, taken only while someone is pending on it.
 ///
 /// Re-polling with the same waker takes no lock; a changed waker replaces the stored one. Dropping
 /// it leaves the registry.
 pub(crate) struct Registration {
-    source: Option<Arc<Node>>,
+    node: Option<CancelNode>,
     /// The registry key and which waker is registered there (see [`WakerId`]).
     slot: Option<(usize, WakerId)>,
 }
@@ -47,26 +46,26 @@ impl PartialEq for WakerId {
 }
 
 impl Registration {
-    pub(crate) fn new(source: Option<Arc<Node>>) -> Self {
-        Registration { source, slot: None }
+    pub(crate) fn new(node: Option<CancelNode>) -> Self {
+        Registration { node, slot: None }
     }
 
     /// Whether the node is done; one atomic load.
     #[inline]
     pub(crate) fn is_done(&self) -> bool {
-        match &self.source {
-            Some(n) => n.expect_core().state() != LIVE,
+        match &self.node {
+            Some(n) => n.get().is_done(),
             None => false,
         }
     }
 
     /// `Ready` once the node is done; otherwise makes sure `cx`'s waker will be woken then.
     pub(crate) fn poll_done(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
-        let Some(node) = &self.source else {
+        let Some(node) = &self.node else {
             return Poll::Pending;
         };
-        let core = node.expect_core();
-        if core.state() != LIVE {
+        let core = node.get();
+        if core.is_done() {
             return Poll::Ready(());
         }
         match &mut self.slot {
@@ -84,7 +83,7 @@ impl Registration {
         }
         // Registration happens under the node's lock, after which a cancellation must see us;
         // one that came before it is visible now.
-        if core.state() != LIVE {
+        if core.is_done() {
             return Poll::Ready(());
         }
         Poll::Pending
@@ -95,7 +94,7 @@ impl Registration {
 impl Watch for Registration {
     #[inline]
     fn stopped(&self) -> Option<Error> {
-        tree::state_err(self.source.as_ref()?.expect_core().state())
+        self.node.as_ref()?.get().state().err()
     }
 
     fn poll_stopped(&mut self, cx: &mut TaskContext<'_>) -> Poll<Error> {
@@ -108,8 +107,8 @@ impl Watch for Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let (Some(node), Some((key, _))) = (&self.source, self.slot.take()) {
-            drop(node.expect_core().unregister(key));
+        if let (Some(node), Some((key, _))) = (&self.node, self.slot.take()) {
+            drop(node.get().unregister(key));
         }
     }
 }
@@ -134,9 +133,9 @@ pub struct Done {
 }
 
 impl Done {
-    pub(crate) fn new(source: Option<Arc<Node>>) -> Self {
+    pub(crate) fn new(node: Option<CancelNode>) -> Self {
         Done {
-            reg: Registration::new(source),
+            reg: Registration::new(node),
         }
     }
 }

@@ -5,8 +5,7 @@ use std::panic::Location;
 
 use crate::early_drop;
 use crate::error::{Cause, Error, Origin};
-use crate::sync::Arc;
-use crate::tree::{self, LIVE, Node};
+use crate::tree::{self, CancelNode};
 
 /// Cancels the context it came with: explicitly with [`CancelHandle::cancel`], or when dropped,
 /// so a forgotten cancel can never leak the context (Go's `lostcancel` vet check, enforced by
@@ -42,13 +41,13 @@ use crate::tree::{self, LIVE, Node};
 /// check nothing.
 #[must_use = "dropping a CancelHandle cancels its context at once; bind it (`let (ctx, _cancel) = ..`) to keep the context alive"]
 pub struct CancelHandle {
-    node: Arc<Node>,
+    node: CancelNode,
     created: &'static Location<'static>,
 }
 
 impl CancelHandle {
-    pub(crate) fn new(node: Arc<Node>, created: &'static Location<'static>) -> Self {
-        early_drop::made(&*node);
+    pub(crate) fn new(node: CancelNode, created: &'static Location<'static>) -> Self {
+        early_drop::made(&**node.node());
         CancelHandle { node, created }
     }
 
@@ -75,23 +74,21 @@ impl CancelHandle {
     #[track_caller]
     pub fn cancel_with(&self, cause: impl Into<Cause>) {
         let origin = Origin::Called(Location::caller());
-        if self.node.expect_core().state() == LIVE {
-            tree::cancel(
-                &self.node,
-                Error::Canceled,
-                cause.into().with_origin(origin),
-            );
+        let node = self.node.get();
+        if !node.is_done() {
+            tree::cancel(node, Error::Canceled, cause.into().with_origin(origin));
         }
     }
 
     /// Whether the context is done (by this handle or otherwise).
     pub fn is_done(&self) -> bool {
-        self.node.expect_core().state() != LIVE
+        self.node.get().is_done()
     }
 }
 
-fn cancel_plain(node: &Node, origin: Origin) {
-    if node.expect_core().state() == LIVE {
+fn cancel_plain(node: &CancelNode, origin: Origin) {
+    let node = node.get();
+    if !node.is_done() {
         tree::cancel(
             node,
             Error::Canceled,
@@ -102,7 +99,7 @@ fn cancel_plain(node: &Node, origin: Origin) {
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
-        let unused = early_drop::dropped_unused(&*self.node);
+        let unused = early_drop::dropped_unused(&**self.node.node());
         if !tree::release_unobserved(&self.node) {
             if unused && !self.is_done() {
                 early_drop::report(self.created);

@@ -61,9 +61,32 @@
 //!   early `return Err(..)`, so the fn's locals drop as on any early return. Nothing else is
 //!   dropped or aborted: spawned tasks keep running until they look at their context.
 //!   `deadlines.rs: run_ends_with_deadline_exceeded_and_drops_the_future`.
-//! - **Deadlines need no polling**, inside a runtime (tokio's clock, pausable) and outside
-//!   (a fallback thread; `err()` reports a passed deadline at once), also for a context that
-//!   outlives its runtime. `deadlines.rs`, `no_runtime.rs`.
+//! - **Deadlines fire by themselves, wherever they were made.** Deadlines on the real clock are
+//!   kept by one process-wide timer thread (an ordered map, no task per deadline), so they fire
+//!   on time with no runtime at all, in a runtime built without timers (no panic, also under
+//!   `panic = "abort"`), and in a current-thread runtime that nobody drives (under `rt.enter()`,
+//!   after `block_on` returned); also for a context that outlives its runtime. In a runtime
+//!   whose clock is tokio's test clock (paused or advanced), deadlines follow that clock. `err()`
+//!   reports a passed deadline at once in every case. No waker, callback or value `Drop` that
+//!   panics on the timer thread stops it. `deadlines.rs`, `no_runtime.rs`; `timer_edges.rs:
+//!   a_runtime_without_timers_fires_deadlines_without_panicking,
+//!   deadlines_fire_under_a_runtime_that_is_entered_but_not_driven,
+//!   deadlines_made_in_block_on_fire_after_it_returns,
+//!   a_panicking_waker_does_not_stop_later_deadlines_outside_a_runtime`.
+//! - **A cancelled or dropped deadline gives its memory back at once**: its timer entry is
+//!   removed synchronously, as Go stops its timer. `deadline_memory.rs:
+//!   dropped_deadlines_give_their_memory_back_at_once` (a burst of 200,000, counted by the
+//!   allocator right after it and 200 ms later).
+//! - **Callback threads are bounded.** An `after_func` callback runs on a task of a runtime that
+//!   is being driven (a multi-thread runtime, or a current-thread one from inside its
+//!   `block_on`); otherwise (no runtime, a current-thread runtime nobody drives now, a deadline
+//!   fired by the timer thread) on a pool of at most 16 threads, inside the callback's runtime if
+//!   it had one. Every callback runs exactly once, and `cancel()` only queues them: it never waits
+//!   for a callback or a thread. Up to 16 callbacks that block run at once; more wait for one of
+//!   them to return. `after_func_pool.rs:
+//!   many_callbacks_run_exactly_once_on_a_bounded_number_of_threads,
+//!   cancel_returns_while_every_callback_is_still_blocked`; `timer_edges.rs:
+//!   after_func_runs_under_a_runtime_that_is_entered_but_not_driven`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(hidden)]
@@ -87,6 +110,9 @@ mod key;
 #[cfg_attr(docsrs, doc(cfg(feature = "live")))]
 pub mod live;
 pub mod missing;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats;
 mod observe;
 #[cfg(feature = "opentelemetry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
@@ -118,6 +144,8 @@ pub mod signal;
 mod stream;
 mod sync;
 mod task_set;
+#[doc(hidden)]
+pub mod test_hooks;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

@@ -93,7 +93,7 @@ mod serve;
 pub use serve::LiveTree;
 
 use crate::sync::Arc;
-use crate::tree::{self, Kind, Node};
+use crate::tree::{CancelRef, Kind, Node};
 use crate::{Context, ContextKey, Error, Instant};
 
 /// When and where a cancellable context was made (kept in the node).
@@ -490,7 +490,7 @@ pub fn snapshot(root: &Context) -> Snapshot {
         cur = n.parent.as_ref();
     }
 
-    let source = root.source().cloned();
+    let source = root.cancellable().map(CancelRef::to_owned);
     let mut kids = Vec::new();
     if let Some(src) = &source {
         // Breadth first, without recursion: trees may be deep.
@@ -500,7 +500,7 @@ pub fn snapshot(root: &Context) -> Snapshot {
             let (at, parent_node) = registry_of[i].clone();
             i += 1;
             kids.clear();
-            parent_node.expect_core().live_children(&mut kids);
+            parent_node.get().live_children(&mut kids);
             if found[at].depth == MAX_DEPTH {
                 found[at].hidden = kids.len();
                 kids.clear();
@@ -508,17 +508,18 @@ pub fn snapshot(root: &Context) -> Snapshot {
             for child in kids.drain(..) {
                 // A child of the root's source that is not under the root itself (the root is a
                 // value context over it) is skipped.
-                let Some((owner, values)) = owner_of(child.parent.as_ref(), &index, false) else {
+                let Some((owner, values)) = owner_of(child.node().parent.as_ref(), &index, false)
+                else {
                     continue;
                 };
                 if owner != at {
                     continue;
                 }
                 let me = found.len();
-                index.insert(addr(&child), me);
+                index.insert(addr(child.node()), me);
                 found[at].children.push(me);
                 found.push(Found {
-                    node: Some(child.clone()),
+                    node: Some(child.node().clone()),
                     values,
                     calls: Vec::new(),
                     children: Vec::new(),
@@ -633,15 +634,15 @@ fn describe(node: Option<&Arc<Node>>, now: coarsetime::Instant, tokio_now: Insta
         Kind::Cancel(c) if c.has_own_deadline() => "WithDeadline",
         Kind::Cancel(_) => "WithCancel",
     };
-    let Some(core) = n.core() else {
+    let Some(core) = CancelRef::of(n) else {
         return (kind, None, None, None, None);
     };
     let birth = core.live;
     let age = since(now, birth.at);
-    let deadline_in = n
+    let deadline_in = core
         .deadline()
         .map(|at| at.saturating_duration_since(tokio_now));
-    let err = tree::state_err(core.state());
+    let err = core.state().err();
     (kind, Some(birth.here), Some(age), deadline_in, err)
 }
 

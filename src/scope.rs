@@ -242,7 +242,7 @@ impl Context {
     ///
     /// let (ctx, _cancel) = Context::background().with_cancel();
     /// let seen = ctx.sync_scope(Context::current);
-    /// assert!(seen.same(&ctx));
+    /// assert!(seen.ptr_eq(&ctx));
     /// assert!(Context::try_current().is_none());
     /// ```
     pub fn sync_scope<R>(&self, f: impl FnOnce() -> R) -> R {
@@ -274,7 +274,7 @@ impl Context {
     /// ```
     pub fn run<F: Future>(&self, fut: F) -> Run<F> {
         Run {
-            reg: Registration::new(self.source().cloned()),
+            reg: Registration::new(self.cancellable().map(crate::tree::CancelRef::to_owned)),
             ctx: self.clone(),
             fut: Some(self.scope(fut)),
         }
@@ -416,7 +416,7 @@ impl<F: Future> fmt::Debug for Run<F> {
 /// let seen = ctx
 ///     .scope(async { spawn(async { Context::current() }).await.unwrap() })
 ///     .await;
-/// assert!(seen.same(&ctx));
+/// assert!(seen.ptr_eq(&ctx));
 /// # }
 /// ```
 ///

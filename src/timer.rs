@@ -22,8 +22,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use crate::Instant;
 use crate::error::Error;
-use crate::sync::Arc;
-use crate::tree::{self, DeadlineTimer, LIVE, Node};
+use crate::tree::{self, CancelNode, DeadlineTimer};
 
 /// A running deadline timer; stopping it releases the node it holds.
 pub(crate) enum TimerHandle {
@@ -58,7 +57,7 @@ impl DeadlineTimer for TimerHandle {
 
 /// Starts the timer for `node`'s own deadline `at` and stores its handle in the node.
 #[cfg(not(loom))]
-pub(crate) fn start(node: &Arc<Node>, at: Instant) {
+pub(crate) fn start(node: &CancelNode, at: Instant) {
     let handle = if on_real_clock() {
         driver().add(node.clone(), at)
     } else {
@@ -77,12 +76,12 @@ pub(crate) fn start(node: &Arc<Node>, at: Instant) {
             Err(_) => driver().add(node.clone(), at),
         }
     };
-    node.expect_core().set_timer(Box::new(handle));
+    node.get().set_timer(Box::new(handle));
 }
 
 /// Loom models have no clock: deadlines there are only caught up by `err()`.
 #[cfg(loom)]
-pub(crate) fn start(_node: &Arc<Node>, _at: Instant) {}
+pub(crate) fn start(_node: &CancelNode, _at: Instant) {}
 
 /// Whether tokio's clock here is the real one: outside a runtime, or inside one whose clock was
 /// never paused (always, without tokio's `test-util`). A clock that is or was paused reads a
@@ -94,15 +93,16 @@ fn on_real_clock() -> bool {
     before <= now && now <= after
 }
 
-fn fire(node: &Node, at: Instant) {
-    let cause = node.expect_core().deadline_cause(at);
+fn fire(node: &CancelNode, at: Instant) {
+    let node = node.get();
+    let cause = node.deadline_cause(at);
     tree::cancel(node, Error::DeadlineExceeded, cause);
 }
 
 /// The state of a timer task. If the task is dropped before it fired while the node is still
 /// live (its runtime shut down), the deadline moves to the driver.
 struct Armed {
-    node: Option<Arc<Node>>,
+    node: Option<CancelNode>,
     at: Instant,
 }
 
@@ -117,8 +117,8 @@ impl Armed {
 impl Drop for Armed {
     fn drop(&mut self) {
         if let Some(node) = self.node.take() {
-            let core = node.expect_core();
-            if core.state() == LIVE {
+            let core = node.get();
+            if !core.is_done() {
                 let handle = driver().add(node.clone(), self.at);
                 core.set_timer(Box::new(handle));
             }
@@ -140,7 +140,7 @@ struct Driver {
 
 #[derive(Default)]
 struct Timers {
-    queue: BTreeMap<(StdInstant, u64), Arc<Node>>,
+    queue: BTreeMap<(StdInstant, u64), CancelNode>,
     next_id: u64,
     /// Whether the thread exists.
     running: bool,
@@ -164,7 +164,7 @@ impl Driver {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn add(&'static self, node: Arc<Node>, at: Instant) -> TimerHandle {
+    fn add(&'static self, node: CancelNode, at: Instant) -> TimerHandle {
         let at = at.into_std();
         let mut t = self.lock();
         let id = t.next_id;
@@ -275,7 +275,7 @@ impl Driver {
 /// the values it may be the last to hold) are foreign code: a panic there is the panicking
 /// code's own (the panic hook reports it) and must not stop the thread every later deadline
 /// depends on.
-fn fire_caught(node: Arc<Node>, at: Instant) {
+fn fire_caught(node: CancelNode, at: Instant) {
     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| fire(&node, at))) {
         let _ = catch_unwind(AssertUnwindSafe(move || drop(panic)));
     }

@@ -2,8 +2,9 @@
 //!
 //! Both links are cut as soon as either side no longer needs them, so neither side keeps the
 //! other alive:
-//! - [`Context::cancellation_token`] registers one callback on the context (no task); it goes
-//!   when the context is done or freed.
+//! - [`Context::cancellation_token`] hands out children of one token per context, linked by one
+//!   callback (no task) that goes when the context is done or freed; a dropped child leaves at
+//!   once.
 //! - [`Context::with_cancellation_token`] runs one small task that waits for the token; it ends
 //!   when the token is cancelled, when the child context is done, or when every clone of the
 //!   child context is dropped, whichever comes first.
@@ -19,15 +20,15 @@ use tokio_util::sync::CancellationToken;
 use crate::{Context, ContextKey};
 
 impl Context {
-    /// A new `CancellationToken` that is cancelled when this context is done: at once if it is
-    /// done already, otherwise right after its cancellation (by a callback on its own task, as
+    /// A `CancellationToken` that is cancelled when this context is done: at once if it is done
+    /// already, otherwise right after its cancellation (by a callback on its own task, as
     /// [`Context::after_func`] runs one). Cancelling the token does not touch the context.
     ///
-    /// The link is one callback registered on the context, freed when the context is done or
-    /// when the context itself is freed; on a context that can never be cancelled there is no
-    /// link at all. tokio-util tokens cannot tell anyone that they were dropped, so on a context
-    /// that lives long and stays live, each call keeps its link until then: call it once per
-    /// context and clone the token.
+    /// The context keeps one token of its own, linked by one callback, made on the first call
+    /// and freed with the context; every call hands out a child of it (`child_token`), which
+    /// leaves that token as soon as it is dropped. So calling this often, on a context that
+    /// lives long, costs nothing that stays. On a context that can never be cancelled there is
+    /// no link at all.
     ///
     /// ```
     /// use ctxkit::Context;
@@ -42,15 +43,29 @@ impl Context {
     /// # }
     /// ```
     pub fn cancellation_token(&self) -> CancellationToken {
-        let token = CancellationToken::new();
+        let Some(core) = self.core() else {
+            return CancellationToken::new(); // never cancelled
+        };
         if self.is_done() {
+            let token = CancellationToken::new();
             token.cancel();
             return token;
         }
+        if let Some(kept) = core.linked_token() {
+            return kept.child_token();
+        }
+        let token = CancellationToken::new();
         let link = token.clone();
-        // Dropping the `AfterFunc` leaves the callback registered, which is what we want.
-        drop(self.after_func(move || link.cancel()));
-        token
+        let after = self.after_func(move || link.cancel());
+        match core.keep_linked_token(&token) {
+            // Another thread linked one first: ours goes.
+            Some(kept) => {
+                after.stop();
+                kept.child_token()
+            }
+            // Dropping the `AfterFunc` leaves the callback registered, which is what we want.
+            None => token.child_token(),
+        }
     }
 
     /// A child of this context that is also cancelled when `token` is (its cause is then

@@ -159,7 +159,7 @@ impl std::error::Error for ClientWentAway {}
 /// # async fn main() {
 /// let handler = tower::service_fn(|req: Request<String>| async move {
 ///     let ctx = req.extensions().get::<Context>().cloned().unwrap();
-///     assert!(ctx.same(&Context::current()));
+///     assert!(ctx.ptr_eq(&Context::current()));
 ///     let body = format!("deadline: {:?}", ctx.deadline().is_some());
 ///     Ok::<_, Infallible>(Response::new(http_body_util::Full::<bytes::Bytes>::from(body)))
 /// });

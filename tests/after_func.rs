@@ -83,7 +83,7 @@ fn stop_before_cancellation_prevents_the_run_and_says_so() {
     assert!(after.stop());
     assert!(!after.stop());
     assert_eq!(
-        ctx.registered(),
+        ctxkit::test_hooks::registered(&ctx),
         0,
         "a stopped callback leaves the registry"
     );

@@ -73,11 +73,12 @@ fn assert_no_growth(n: usize, churn: impl AsyncFn(&Context, &CancellationToken))
         churn(&parent, &token).await;
         settle().await;
         let base = live();
+        let base_registered = ctxkit::test_hooks::registered(&parent);
         for _ in 0..n {
             churn(&parent, &token).await;
             settle().await;
         }
-        assert_eq!(parent.registered(), 0);
+        assert_eq!(ctxkit::test_hooks::registered(&parent), base_registered);
         assert_eq!(live() - base, 0, "live bytes after {n} links");
     });
 }
@@ -135,5 +136,16 @@ fn children_of_tokens_that_are_cancelled_leave_no_trace() {
         token.cancel();
         settle().await;
         assert!(ctx.is_done());
+    });
+}
+
+#[test]
+fn tokens_taken_from_a_long_lived_context_and_dropped_leave_no_trace() {
+    // The context links one token of its own (one callback), and each call hands out a child of
+    // it: a dropped child leaves that token at once.
+    assert_no_growth(1_000, async |parent, _| {
+        let token = parent.cancellation_token();
+        assert!(!token.is_cancelled());
+        drop(token);
     });
 }

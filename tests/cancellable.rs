@@ -126,7 +126,7 @@ struct Trace(&'static str);
 #[cancellable]
 async fn inner_sees(expected: &Context) -> Result<bool, Error> {
     sleep(Duration::from_millis(1)).await;
-    Ok(Context::current().same(expected) && Trace::current() == Some(Trace("outer")))
+    Ok(Context::current().ptr_eq(expected) && Trace::current() == Some(Trace("outer")))
 }
 
 #[cancellable]
@@ -185,7 +185,7 @@ async fn the_explicit_context_wins_over_the_current_one() {
     #[cancellable]
     async fn by_value(ctx: Context) -> Result<bool, Error> {
         sleep(Duration::from_millis(1)).await;
-        Ok(Context::current().same(&ctx))
+        Ok(Context::current().ptr_eq(&ctx))
     }
     let (explicit, _a) = Context::background().with_cancel();
     let (current, cancel_current) = Context::background().with_cancel();
@@ -471,7 +471,7 @@ async fn a_locals_drop_sees_the_call_cancelled_and_its_context_current() {
     impl Drop for Guard<'_> {
         fn drop(&mut self) {
             let current = Context::current();
-            *self.0.lock().unwrap() = Some((current.err(), current.same(&self.1)));
+            *self.0.lock().unwrap() = Some((current.err(), current.ptr_eq(&self.1)));
         }
     }
     #[cancellable]

@@ -179,7 +179,7 @@ async fn every_task_runs_with_the_group_context_as_current() {
     group.wait().await.unwrap();
     let mut seen = 0;
     while let Some(current) = rx.recv().await {
-        assert!(current.same(&ctx));
+        assert!(current.ptr_eq(&ctx));
         seen += 1;
     }
     assert_eq!(seen, 4);

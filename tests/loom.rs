@@ -55,7 +55,7 @@ fn child_attached_while_the_parent_is_cancelled_ends_up_cancelled() {
         cancel.cancel();
         let (child, handle) = maker.join().unwrap();
         assert_eq!(child.err(), Some(Error::Canceled));
-        assert_eq!(root.registered(), 0);
+        assert_eq!(ctxkit::test_hooks::registered(&root), 0);
         drop(handle);
     });
 }
@@ -108,7 +108,7 @@ fn child_dropped_while_the_parent_cancels_leaves_no_trace() {
         });
         cancel.cancel();
         dropper.join().unwrap();
-        assert_eq!(root.registered(), 0);
+        assert_eq!(ctxkit::test_hooks::registered(&root), 0);
     });
 }
 
@@ -124,7 +124,7 @@ fn child_context_and_handle_dropped_apart_while_the_parent_cancels_leave_no_trac
         cancel.cancel();
         a.join().unwrap();
         b.join().unwrap();
-        assert_eq!(root.registered(), 0);
+        assert_eq!(ctxkit::test_hooks::registered(&root), 0);
     });
 }
 
@@ -143,7 +143,7 @@ fn a_dropped_handle_still_cancels_a_context_someone_waits_on() {
         cancel.cancel();
         dropper.join().unwrap();
         assert_eq!(waiter.join().unwrap(), Some(Error::Canceled));
-        assert_eq!(root.registered(), 0);
+        assert_eq!(ctxkit::test_hooks::registered(&root), 0);
     });
 }
 
@@ -159,10 +159,10 @@ fn child_dropped_while_a_sibling_attaches_leaves_only_the_sibling() {
         drop(handle);
         drop(child);
         let (sibling, h) = maker.join().unwrap();
-        assert_eq!(root.registered(), 1);
+        assert_eq!(ctxkit::test_hooks::registered(&root), 1);
         drop(h);
         assert!(sibling.is_done());
-        assert_eq!(root.registered(), 0);
+        assert_eq!(ctxkit::test_hooks::registered(&root), 0);
     });
 }
 
@@ -211,6 +211,6 @@ fn done_dropped_while_cancelled_leaves_no_waiter() {
         let canceller = thread::spawn(move || cancel.cancel());
         drop(done);
         canceller.join().unwrap();
-        assert_eq!(ctx.registered(), 0);
+        assert_eq!(ctxkit::test_hooks::registered(&ctx), 0);
     });
 }

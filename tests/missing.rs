@@ -32,7 +32,7 @@ fn a_lookup_that_finds_nothing_is_reported_once_per_call_site_with_its_location(
     };
     let (line, ctx) = lookup();
     lookup();
-    assert!(ctx.same(&Context::background()));
+    assert!(ctx.ptr_eq(&Context::background()));
     let seen = seen.lock().unwrap();
     let here: Vec<_> = seen
         .iter()

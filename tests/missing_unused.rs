@@ -12,6 +12,6 @@ fn a_program_that_never_uses_the_implicit_context_gets_no_reports() {
     ctxkit::missing::set_hook(move |_| *sink.lock().unwrap() += 1);
     ctxkit::missing::strict(true);
     let ctx = std::thread::spawn(Context::current).join().unwrap();
-    assert!(ctx.same(&Context::background()));
+    assert!(ctx.ptr_eq(&Context::background()));
     assert_eq!(*seen.lock().unwrap(), 0);
 }

@@ -186,7 +186,7 @@ fn a_failed_extract_leaves_nothing_registered() {
         ),
         "{err:?}"
     );
-    assert_eq!(root.registered(), 0);
+    assert_eq!(ctxkit::test_hooks::registered(&root), 0);
 }
 
 #[test]

@@ -208,7 +208,7 @@ async fn a_permanent_error_ends_the_retries_and_the_attempt_sees_its_budget() {
         |e: &&str| *e != "bad request",
         |attempt| {
             seen.lock().unwrap().push(attempt.budget().unwrap());
-            assert!(attempt.context().same(&ctx));
+            assert!(attempt.context().ptr_eq(&ctx));
             async move {
                 Err::<(), _>(if attempt.number() == 1 {
                     "unavailable"

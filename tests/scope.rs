@@ -15,7 +15,7 @@ impl ContextKey for Tenant {
 #[tokio::test]
 async fn current_is_background_outside_every_scope() {
     assert!(Context::try_current().is_none());
-    assert!(Context::current().same(&Context::background()));
+    assert!(Context::current().ptr_eq(&Context::background()));
 }
 
 #[tokio::test]

@@ -45,8 +45,8 @@ async fn every_task_runs_under_its_own_child_of_the_sets_context_with_it_current
     }
     let a = set.join_next().await.unwrap().unwrap();
     let b = set.join_next().await.unwrap().unwrap();
-    assert!(!a.same(&b), "each task has its own context");
-    assert!(!a.same(set.context()));
+    assert!(!a.ptr_eq(&b), "each task has its own context");
+    assert!(!a.ptr_eq(set.context()));
     assert_eq!(a.value::<Tenant>(), Some(&"acme"));
     // A task's context ends with the task.
     assert_eq!(a.err(), Some(Error::Canceled));

@@ -104,14 +104,45 @@ async fn the_child_of_a_forever_live_parent_lets_go_of_the_token_when_dropped() 
     let (parent, _cancel) = Context::background().with_cancel();
     let token = CancellationToken::new();
     let ctx = parent.with_cancellation_token(token.clone());
-    assert_eq!(parent.registered(), 1);
+    assert_eq!(ctxkit::test_hooks::registered(&parent), 1);
     drop(ctx);
     // The link task ends and the child leaves its parent.
     for _ in 0..100 {
-        if parent.registered() == 0 {
+        if ctxkit::test_hooks::registered(&parent) == 0 {
             break;
         }
         tokio::task::yield_now().await;
     }
-    assert_eq!(parent.registered(), 0);
+    assert_eq!(ctxkit::test_hooks::registered(&parent), 0);
+}
+
+#[test]
+fn tokens_taken_on_many_threads_while_the_context_is_cancelled_all_end_up_cancelled() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for _ in 0..200 {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let takers: Vec<_> = (0..3)
+            .map(|_| {
+                let ctx = ctx.clone();
+                let handle = rt.handle().clone();
+                std::thread::spawn(move || {
+                    let _in_runtime = handle.enter();
+                    ctx.cancellation_token()
+                })
+            })
+            .collect();
+        cancel.cancel();
+        for taker in takers {
+            let token = taker.join().unwrap();
+            // Generous: a lost link would hang here for ever.
+            let cancelled = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(30), token.cancelled_owned()).await
+            });
+            assert!(cancelled.is_ok(), "a token was never cancelled");
+        }
+    }
 }

@@ -76,7 +76,7 @@ async fn describe(Ctx(ctx): Ctx) -> String {
         .map(|d| d.saturating_duration_since(Instant::now()));
     format!(
         "{} {:?} {:?}",
-        ctx.same(&Context::current()),
+        ctx.ptr_eq(&Context::current()),
         left.map(|l| l.as_millis()),
         ctx.value::<RequestId>()
     )
@@ -260,7 +260,7 @@ async fn tenant_in_extensions_only(mut req: Request, next: Next) -> Response {
 async fn tenant(Ctx(ctx): Ctx) -> String {
     format!(
         "{} {:?} {}",
-        ctx.same(&Context::current()),
+        ctx.ptr_eq(&Context::current()),
         ctx.value::<Tenant>(),
         ctx.deadline().is_some()
     )

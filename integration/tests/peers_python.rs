@@ -137,7 +137,7 @@ async fn middle(
         let client = client.clone();
         async move {
             let ctx = req.extensions().get::<Context>().cloned().unwrap();
-            assert!(ctx.same(&Context::current()));
+            assert!(ctx.ptr_eq(&Context::current()));
             let (now, now_ns) = (Instant::now(), mono_ns());
             let left = ctx.deadline().map(|d| d.saturating_duration_since(now));
             let _ = tx.send(Seen::Arrived {

@@ -109,7 +109,7 @@ async fn the_handler_runs_under_the_request_context() {
         let left = ctx.deadline().unwrap() - ctxkit::Instant::now();
         ok(format!(
             "{} {} {}",
-            ctx.same(&current),
+            ctx.ptr_eq(&current),
             left.as_millis(),
             ctx.value::<RequestId>().unwrap()
         ))

@@ -1,19 +1,22 @@
 //! Which header names a travelling key may use, checked in `const` so that `Accept::key` rejects
 //! a bad one at compile time.
 
-use super::{BAGGAGE, CTXKIT_DEADLINE, CTXKIT_SENT, GRPC_TIMEOUT, TRACEPARENT, TRACESTATE};
+use super::{BAGGAGE, CTXKIT_CANCEL, CTXKIT_DEADLINE, CTXKIT_ERROR, CTXKIT_SENT};
+use super::{GRPC_TIMEOUT, TRACEPARENT, TRACESTATE};
 
 /// The headers with a meaning of their own, which no travelling key may use.
 ///
 /// The derive (`ctxkit-macros`, a proc-macro crate, which cannot share constants with this one)
 /// keeps a copy to reject them at compile time; `tests/derive.rs` checks that both lists agree.
-pub const RESERVED_HEADERS: [&str; 6] = [
+pub const RESERVED_HEADERS: [&str; 8] = [
     GRPC_TIMEOUT,
     TRACEPARENT,
     TRACESTATE,
     BAGGAGE,
     CTXKIT_DEADLINE,
     CTXKIT_SENT,
+    CTXKIT_CANCEL,
+    CTXKIT_ERROR,
 ];
 
 /// Why `name` cannot be a travelling key's header, if it cannot: it must be a lower-case HTTP

@@ -126,6 +126,12 @@ pub const BAGGAGE: &str = "baggage";
 pub const CTXKIT_DEADLINE: &str = "ctxkit-deadline";
 /// When a message was sent ([`DeadlineFormat::Absolute`]): Unix time in nanoseconds.
 pub const CTXKIT_SENT: &str = "ctxkit-sent";
+/// A request's cancel key over a broker: the SHA-256 of the secret whose notice cancels it
+/// (lower-case hex; written and read by `ctxkit::nats`, feature `nats`).
+pub const CTXKIT_CANCEL: &str = "ctxkit-cancel";
+/// On a broker reply: the responder could not or did not serve the request, and why (written
+/// and read by `ctxkit::nats`, feature `nats`).
+pub const CTXKIT_ERROR: &str = "ctxkit-error";
 
 /// The longest value of a travelling key read or written.
 pub const MAX_KEY_VALUE_BYTES: usize = 4096;

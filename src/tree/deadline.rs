@@ -1,19 +1,19 @@
 //! Deadline bookkeeping: which node owns the deadline that applies, its instant, its timer, the
 //! cause a deadline hit reports, and firing a deadline that has passed without its timer.
 //!
-//! A deadline is kept once, by the node that owns it (`OWN_DEADLINE`); its cancellable
-//! descendants only note that one applies (`INHERITED_DEADLINE`) and find it by walking up
+//! A deadline is kept once, by the node that owns it ([`Timing::Own`]); its cancellable
+//! descendants only note that one applies ([`Timing::Inherited`]) and find it by walking up
 //! (invariant 5). The timers themselves live in `crate::timer`.
 
 use std::panic::Location;
 
 use crate::Instant;
 use crate::error::{Cause, Error, Origin};
-use crate::sync::{Ordering, lock};
+use crate::sync::lock;
 
-use super::state::LIVE;
+use super::state::State;
 use super::walk::cancel;
-use super::{CancelCore, DeadlineTimer, NO_DEADLINE, Node, OWN_DEADLINE};
+use super::{CancelCore, CancelRef, DeadlineTimer, Timing};
 
 impl CancelCore {
     pub(crate) fn set_deadline_cause(&self, c: Cause) {
@@ -43,11 +43,11 @@ impl CancelCore {
     /// Stores the deadline timer, or stops it at once if the node is already done.
     ///
     /// A timer task dropped before it fired (its runtime shut down) hands the deadline to the
-    /// fallback thread, possibly before `timer::start` stored the task's handle: a task handle
+    /// timer thread, possibly before `timer::start` stored the task's handle: a task handle
     /// never replaces a thread one (that task is gone).
     pub(crate) fn set_timer(&self, t: Box<dyn DeadlineTimer>) {
         let mut g = lock(&self.inner);
-        if self.state.load(Ordering::Relaxed) == LIVE {
+        if self.state_locked() == State::Live {
             let more = g.more();
             if !(t.is_task() && more.timer.as_ref().is_some_and(|old| !old.is_task())) {
                 more.timer = Some(t);
@@ -66,13 +66,13 @@ impl CancelCore {
     /// Whether this node has a deadline of its own (it runs a timer).
     #[inline]
     pub(crate) fn has_own_deadline(&self) -> bool {
-        self.timing == OWN_DEADLINE
+        self.timing == Timing::Own
     }
 
     /// Whether any deadline applies to this node: its own or an ancestor's. One load.
     #[inline]
     pub(crate) fn under_deadline(&self) -> bool {
-        self.timing != NO_DEADLINE
+        self.timing != Timing::None
     }
 
     /// This node's own deadline, if it has one.
@@ -84,49 +84,49 @@ impl CancelCore {
     }
 }
 
-impl Node {
-    /// The node whose own deadline applies to this cancellable node: itself or its nearest
-    /// cancellable ancestor with a deadline. An own deadline is only ever set when it comes
-    /// before the inherited one, so the nearest is the earliest.
-    fn deadline_owner(&self) -> Option<&Node> {
+impl<'a> CancelRef<'a> {
+    /// The node whose own deadline applies to this one: itself or its nearest cancellable
+    /// ancestor with a deadline. An own deadline is only ever set when it comes before the
+    /// inherited one, so the nearest is the earliest.
+    fn deadline_owner(self) -> Option<CancelRef<'a>> {
         let mut n = self;
         loop {
-            let c = n.expect_core();
-            match c.timing {
-                NO_DEADLINE => return None,
-                OWN_DEADLINE => return Some(n),
-                _ => n = n.source_parent()?,
+            match n.timing {
+                Timing::None => return None,
+                Timing::Own => return Some(n),
+                Timing::Inherited => n = n.parent()?,
             }
         }
     }
 
-    /// The effective deadline of this cancellable node: its own or the nearest earlier one of
-    /// its ancestors. Without a deadline, one load.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.deadline_owner()?.expect_core().own_deadline()
+    /// The effective deadline of this node: its own or the nearest earlier one of its
+    /// ancestors. Without a deadline, one load.
+    pub(crate) fn deadline(self) -> Option<Instant> {
+        self.deadline_owner()?.own_deadline()
     }
 
     /// If this node's effective deadline has passed but its timer has not fired yet (no runtime
     /// drives it, or it is just late), fire it now, on the node that owns that deadline.
     #[inline]
-    pub(crate) fn catch_up_deadline(&self) {
-        if self.expect_core().under_deadline() {
+    pub(crate) fn catch_up_deadline(self) {
+        if self.under_deadline() {
             self.catch_up_owned_deadline();
         }
     }
 
     #[cold]
-    fn catch_up_owned_deadline(&self) {
-        if self.expect_core().state() != LIVE {
+    fn catch_up_owned_deadline(self) {
+        if self.is_done() {
             return;
         }
         let Some(owner) = self.deadline_owner() else {
             return;
         };
-        let c = owner.expect_core();
-        let Some(at) = c.own_deadline() else { return };
+        let Some(at) = owner.own_deadline() else {
+            return;
+        };
         if Instant::now() >= at {
-            let cause = c.deadline_cause(at);
+            let cause = owner.deadline_cause(at);
             cancel(owner, Error::DeadlineExceeded, cause);
         }
     }

@@ -5,8 +5,9 @@
 //! Only cancellable nodes (`with_cancel`, `with_deadline`, …) take part in cancellation. Each one
 //! keeps a registry ([`registry`]) of what must hear about its cancellation: cancellable
 //! children, `done()` waiters and `after_func` callbacks. A child registers with its *nearest
-//! cancellable ancestor* only; value nodes keep a pointer to that ancestor, through which they
-//! answer `is_done()`; `todo()` and `without_cancel` nodes have none and are never done. A
+//! cancellable ancestor* only. A value node keeps a pointer to that ancestor (a [`CancelNode`]),
+//! through which it answers `is_done()`; `todo()` and `without_cancel` nodes keep none: nothing
+//! cancels them. A
 //! context with no cancellable ancestor (under `background()`) registers nowhere at all.
 //! A deadline ([`deadline`]) is kept once, by the node that owns it; its descendants only note
 //! that one applies and find it by walking up. Cancelling ([`walk`]) marks a node done
@@ -64,11 +65,11 @@ mod state;
 mod walk;
 
 pub(crate) use registry::{Entry, Notify};
-pub(crate) use state::{LIVE, state_err};
+pub(crate) use state::State;
 pub(crate) use walk::{cancel, release_unobserved};
 
 use registry::{NO_KEY, Registry};
-use state::PLAIN_NONE;
+use state::Plain;
 
 /// One node of a context tree. `background()` has no node at all.
 pub(crate) struct Node {
@@ -94,7 +95,7 @@ pub(crate) struct ValueSlot {
     pub(crate) meta: &'static KeyMeta,
     pub(crate) value: Box<dyn Any + Send + Sync>,
     /// The nearest cancellable ancestor, which answers `is_done()` etc. for this node.
-    pub(crate) source: Option<Arc<Node>>,
+    pub(crate) cancellable: Option<CancelNode>,
 }
 
 /// What a value node needs to know about its key beyond its `TypeId`.
@@ -109,18 +110,16 @@ pub(crate) struct KeyMeta {
 }
 
 pub(crate) struct CancelCore {
-    /// `LIVE`, `CANCELED` or `DEADLINE`; written once, under `inner`'s lock, after the cause.
-    pub(crate) state: AtomicU8,
-    /// Whether a deadline applies: none (`NO_DEADLINE`), this node's own (`OWN_DEADLINE`, kept in
-    /// `More::deadline`, with a timer), or an ancestor's (`INHERITED_DEADLINE`: the nearest
-    /// cancellable ancestor has one, its own or inherited). The instant itself is kept once, by
-    /// the node that owns it: a node stays small enough for a `done()` waiter to fit inline.
-    timing: u8,
+    /// A [`State`]; written once, under `inner`'s lock, after the cause.
+    state: AtomicU8,
+    /// Whether a deadline applies. The instant itself is kept once, by the node that owns it: a
+    /// node stays small enough for a `done()` waiter to fit inline.
+    timing: Timing,
     /// This node's slot in the registry of its nearest cancellable ancestor (see
-    /// [`Node::source_parent`]); read and written under that ancestor's lock. `u32` keeps the
+    /// [`CancelRef::parent`]); read and written under that ancestor's lock. `u32` keeps the
     /// node small: a registry never holds 4 billion live entries (they would take 300 GB).
     key: AtomicU32,
-    /// How the cause is stored (`PLAIN_*`); read and written under `inner`'s lock.
+    /// How the cause is stored (a [`Plain`]); read and written under `inner`'s lock.
     plain: AtomicU8,
     inner: Mutex<Inner>,
     /// When and where the node was made, for the live tree.
@@ -153,8 +152,11 @@ struct More {
     deadline_cause: Option<Cause>,
     /// Where a node with its own deadline was made, for the cause its deadline reports.
     created: Option<&'static Location<'static>>,
-    /// The node's own deadline (`OWN_DEADLINE`).
+    /// The node's own deadline ([`Timing::Own`]).
     deadline: Option<Instant>,
+    /// The token `Context::cancellation_token` hands out children of (feature `tokio-util`).
+    #[cfg(feature = "tokio-util")]
+    token: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl Inner {
@@ -163,50 +165,133 @@ impl Inner {
     }
 }
 
-/// `CancelCore::timing`.
-const NO_DEADLINE: u8 = 0;
-const OWN_DEADLINE: u8 = 1;
-const INHERITED_DEADLINE: u8 = 2;
+impl More {
+    /// Whether a linked token is kept (feature `tokio-util`): then `More` must stay.
+    fn keeps_token(&self) -> bool {
+        #[cfg(feature = "tokio-util")]
+        return self.token.is_some();
+        #[cfg(not(feature = "tokio-util"))]
+        false
+    }
+}
+
+#[cfg(feature = "tokio-util")]
+impl CancelCore {
+    /// The token linked to this node by `Context::cancellation_token`, if one was made.
+    pub(crate) fn linked_token(&self) -> Option<tokio_util::sync::CancellationToken> {
+        lock(&self.inner).more.as_ref()?.token.clone()
+    }
+
+    /// Keeps `token` as this node's linked token, unless another was kept first: then that one
+    /// is returned, and `token` is not kept.
+    pub(crate) fn keep_linked_token(
+        &self,
+        token: &tokio_util::sync::CancellationToken,
+    ) -> Option<tokio_util::sync::CancellationToken> {
+        let mut g = lock(&self.inner);
+        if let Some(kept) = g.more.as_ref().and_then(|m| m.token.clone()) {
+            return Some(kept);
+        }
+        g.more().token = Some(token.clone());
+        None
+    }
+}
+
+/// Which deadline applies to a cancellable node; fixed at its birth (invariant 5).
+#[repr(u8)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Timing {
+    /// None.
+    None,
+    /// The node's own, kept in `More::deadline`, with a timer.
+    Own,
+    /// An ancestor's: the nearest cancellable ancestor has one, its own or inherited.
+    Inherited,
+}
 
 /// A running deadline timer, kept by the node whose own deadline it fires. The tree stops it
 /// (outside every lock) once the node is done, releasing what it holds.
 pub(crate) trait DeadlineTimer: Send + Sync {
-    /// Whether it is a timer task of a runtime, as opposed to the fallback thread's.
+    /// Whether it is a timer task of a runtime, as opposed to the timer thread's.
     fn is_task(&self) -> bool;
     fn stop(self: Box<Self>);
+}
+
+/// A cancellable node, owned. Only a cancellable node can become one ([`new_cancel`],
+/// [`CancelRef::to_owned`]), so its [`CancelCore`] is always there.
+#[derive(Clone)]
+pub(crate) struct CancelNode(Arc<Node>);
+
+/// A cancellable node, borrowed, with its [`CancelCore`] (which it derefs to). Only a
+/// cancellable node can become one.
+#[derive(Clone, Copy)]
+pub(crate) struct CancelRef<'a> {
+    node: &'a Arc<Node>,
+    core: &'a CancelCore,
+}
+
+impl CancelNode {
+    #[inline]
+    pub(crate) fn get(&self) -> CancelRef<'_> {
+        match &self.0.kind {
+            Kind::Cancel(core) => CancelRef {
+                node: &self.0,
+                core,
+            },
+            _ => unreachable!("a CancelNode is made from a cancellable node only"),
+        }
+    }
+
+    /// The node, as a context holds it.
+    pub(crate) fn node(&self) -> &Arc<Node> {
+        &self.0
+    }
+}
+
+impl<'a> CancelRef<'a> {
+    /// `node` if it is cancellable.
+    #[cfg(feature = "live")]
+    pub(crate) fn of(node: &'a Arc<Node>) -> Option<Self> {
+        match &node.kind {
+            Kind::Cancel(core) => Some(CancelRef { node, core }),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn to_owned(self) -> CancelNode {
+        CancelNode(self.node.clone())
+    }
+
+    pub(crate) fn core(self) -> &'a CancelCore {
+        self.core
+    }
+
+    /// The nearest cancellable strict ancestor: the node whose cancellation reaches this one,
+    /// and which holds it in its registry.
+    #[inline]
+    pub(crate) fn parent(self) -> Option<CancelRef<'a>> {
+        nearest_cancellable(self.node.parent.as_ref()?)
+    }
+}
+
+impl std::ops::Deref for CancelRef<'_> {
+    type Target = CancelCore;
+
+    #[inline]
+    fn deref(&self) -> &CancelCore {
+        self.core
+    }
 }
 
 /// The nearest cancellable node at or above `node`: itself, or the one a value node points at
 /// (`None` under `background()`, `todo()` or `without_cancel()`). What a context's `is_done()`
 /// reads, and where a child made under it registers.
 #[inline]
-pub(crate) fn source_of(node: &Arc<Node>) -> Option<&Arc<Node>> {
+pub(crate) fn nearest_cancellable(node: &Arc<Node>) -> Option<CancelRef<'_>> {
     match &node.kind {
-        Kind::Cancel(_) => Some(node),
-        Kind::Value(v) => v.source.as_ref(),
+        Kind::Cancel(core) => Some(CancelRef { node, core }),
+        Kind::Value(v) => v.cancellable.as_ref().map(CancelNode::get),
         Kind::Todo | Kind::WithoutCancel => None,
-    }
-}
-
-impl Node {
-    /// The nearest cancellable strict ancestor: the node whose cancellation reaches this one
-    /// and, for a cancellable node, the one holding it in its registry.
-    #[inline]
-    pub(crate) fn source_parent(&self) -> Option<&Arc<Node>> {
-        source_of(self.parent.as_ref()?)
-    }
-
-    #[inline]
-    pub(crate) fn core(&self) -> Option<&CancelCore> {
-        match &self.kind {
-            Kind::Cancel(c) => Some(c),
-            _ => None,
-        }
-    }
-
-    #[inline]
-    pub(crate) fn expect_core(&self) -> &CancelCore {
-        self.core().expect("a cancellable node")
     }
 }
 
@@ -215,13 +300,13 @@ impl Drop for Node {
     /// recursively would overflow the stack.
     fn drop(&mut self) {
         let mut next = self.parent.take();
-        // The source is an ancestor that `next` still keeps alive: this is never the last `Arc`.
-        drop(self.kind.take_source());
+        // An ancestor that `next` still keeps alive: this is never the last `Arc`.
+        drop(self.kind.take_cancellable());
         while let Some(parent) = next {
             match arc_into_inner(parent) {
                 Some(mut node) => {
                     next = node.parent.take();
-                    drop(node.kind.take_source());
+                    drop(node.kind.take_cancellable());
                     // `node` drops here with nothing left to unlink.
                 }
                 None => break,
@@ -231,35 +316,35 @@ impl Drop for Node {
 }
 
 impl Kind {
-    fn take_source(&mut self) -> Option<Arc<Node>> {
+    fn take_cancellable(&mut self) -> Option<CancelNode> {
         match self {
             Kind::Cancel(_) => None,
-            Kind::Value(v) => v.source.take(),
+            Kind::Value(v) => v.cancellable.take(),
             Kind::Todo | Kind::WithoutCancel => None,
         }
     }
 }
 
-/// Makes a new cancellable node under `parent` (the context's node) whose nearest cancellable
-/// ancestor is `source`, and registers it there. A node made under a done ancestor is born done
-/// with the ancestor's error and cause.
+/// Makes a new cancellable node under `parent` (the context's node) and registers it with its
+/// nearest cancellable ancestor. A node made under a done ancestor is born done with the
+/// ancestor's error and cause (invariant 3).
 pub(crate) fn new_cancel(
     parent: Option<Arc<Node>>,
     own_deadline: Option<Instant>,
     created: &'static Location<'static>,
-) -> Arc<Node> {
-    let timing = match (own_deadline, parent.as_ref().and_then(source_of)) {
-        (Some(_), _) => OWN_DEADLINE,
-        (None, Some(src)) if src.expect_core().under_deadline() => INHERITED_DEADLINE,
-        (None, _) => NO_DEADLINE,
+) -> CancelNode {
+    let timing = match (own_deadline, parent.as_ref().and_then(nearest_cancellable)) {
+        (Some(_), _) => Timing::Own,
+        (None, Some(src)) if src.under_deadline() => Timing::Inherited,
+        (None, _) => Timing::None,
     };
-    let node = Arc::new(Node {
+    let node = CancelNode(Arc::new(Node {
         parent,
         kind: Kind::Cancel(CancelCore {
-            state: AtomicU8::new(LIVE),
+            state: AtomicU8::new(State::Live as u8),
             timing,
             key: AtomicU32::new(NO_KEY),
-            plain: AtomicU8::new(PLAIN_NONE),
+            plain: AtomicU8::new(Plain::None as u8),
             inner: Mutex::new(Inner {
                 plain_at: None,
                 waiter: None,
@@ -276,25 +361,24 @@ pub(crate) fn new_cancel(
             #[cfg(feature = "live")]
             live: crate::live::Birth::now(created),
         }),
-    });
-    let core = node.expect_core();
-    if let Some(src) = node.source_parent() {
-        let sc = src.expect_core();
-        let mut g = lock(&sc.inner);
-        let st = sc.state.load(Ordering::Relaxed);
-        if st == LIVE {
+    }));
+    let me = node.get();
+    if let Some(ancestor) = me.parent() {
+        let mut g = lock(&ancestor.inner);
+        let st = ancestor.state_locked();
+        if st == State::Live {
             let key = g.insert(Entry::Child(node.clone()));
-            core.key
+            me.key
                 .store(u32::try_from(key).unwrap_or(NO_KEY), Ordering::Relaxed);
         } else {
-            let cause = sc.load_cause(&g);
+            let cause = ancestor.load_cause(&g);
             drop(g);
             // Born done: nobody else can see this node yet, so no one waits on it.
-            let mut mine = lock(&core.inner);
-            if let (Some(c), Some(err)) = (&cause, state_err(st)) {
-                core.store_cause(&mut mine, err, c);
+            let mut mine = lock(&me.inner);
+            if let (Some(c), Some(err)) = (&cause, st.err()) {
+                me.store_cause(&mut mine, err, c);
             }
-            core.state.store(st, Ordering::Release);
+            me.set_state(st);
         }
     }
     node
@@ -313,10 +397,11 @@ mod tests {
         assert_eq!(size_of::<Inner>(), 32, "the lock guards an inline waiter");
     }
 
-    /// The live tree's timestamp and place of creation: 16 bytes more.
+    /// The live tree's timestamp and place of creation: 8 bytes more (the kind's tag lives in
+    /// the niche of `CancelCore::timing`).
     #[test]
     #[cfg(feature = "live")]
-    fn a_live_node_is_80_bytes_plus_the_arc_counts() {
-        assert_eq!(size_of::<Node>(), 80);
+    fn a_live_node_is_72_bytes_plus_the_arc_counts() {
+        assert_eq!(size_of::<Node>(), 72);
     }
 }

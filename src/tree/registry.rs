@@ -9,10 +9,10 @@ use std::task::Waker;
 
 use slab::Slab;
 
-use crate::sync::{Arc, Ordering, lock};
+use crate::sync::{Ordering, lock};
 
-use super::state::LIVE;
-use super::{CancelCore, Inner, Node};
+use super::state::State;
+use super::{CancelCore, CancelNode, CancelRef, Inner};
 
 /// `CancelCore::key` of a node in no registry.
 pub(super) const NO_KEY: u32 = u32::MAX;
@@ -26,7 +26,7 @@ pub(crate) trait Notify: Send + Sync {
 }
 
 pub(crate) enum Entry {
-    Child(Arc<Node>),
+    Child(CancelNode),
     Waiter(Waker),
     After(Box<dyn Notify>),
 }
@@ -61,6 +61,7 @@ impl Inner {
                 && m.deadline_cause.is_none()
                 && m.created.is_none()
                 && m.deadline.is_none()
+                && !m.keeps_token()
             {
                 self.more = None;
             } else {
@@ -168,7 +169,7 @@ impl CancelCore {
     /// Registers `entry`; gives it back when the node is already done.
     pub(crate) fn register(&self, entry: Entry) -> Result<usize, Entry> {
         let mut g = lock(&self.inner);
-        if self.state.load(Ordering::Relaxed) != LIVE {
+        if self.state_locked() != State::Live {
             return Err(entry);
         }
         Ok(g.insert(entry))
@@ -177,7 +178,7 @@ impl CancelCore {
     /// Replaces the waker of waiter `key` (no-op once done).
     pub(crate) fn update_waiter(&self, key: usize, waker: &Waker) {
         let mut g = lock(&self.inner);
-        if self.state.load(Ordering::Relaxed) != LIVE {
+        if self.state_locked() != State::Live {
             return;
         }
         let slot = match key {
@@ -195,11 +196,11 @@ impl CancelCore {
     /// Removes entry `key` (no-op once done: the registry was emptied by the cancellation).
     pub(crate) fn unregister(&self, key: usize) -> Option<Entry> {
         // Once done, never live again: no need for the lock (a woken waiter's common case).
-        if self.state() != LIVE {
+        if self.is_done() {
             return None;
         }
         let mut g = lock(&self.inner);
-        if self.state.load(Ordering::Relaxed) != LIVE {
+        if self.state_locked() != State::Live {
             return None;
         }
         g.remove(key)
@@ -208,9 +209,9 @@ impl CancelCore {
     /// Adds this node's live cancellable children to `out` (for the live tree; the lock is held
     /// only while their pointers are copied).
     #[cfg(feature = "live")]
-    pub(crate) fn live_children(&self, out: &mut Vec<Arc<Node>>) {
+    pub(crate) fn live_children(&self, out: &mut Vec<CancelNode>) {
         let g = lock(&self.inner);
-        if self.state.load(Ordering::Relaxed) != LIVE {
+        if self.state_locked() != State::Live {
             return;
         }
         match g.more.as_deref().map(|m| &m.entries) {
@@ -230,16 +231,14 @@ impl CancelCore {
 }
 
 /// Leaves the nearest cancellable ancestor's registry (no-op if it is done: it dropped us).
-pub(super) fn detach_from_parent(node: &Node) {
-    let core = node.expect_core();
-    if let Some(p) = node.source_parent() {
-        let pc = p.expect_core();
-        let mut g = lock(&pc.inner);
-        if pc.state.load(Ordering::Relaxed) == LIVE {
-            let key = core.key.load(Ordering::Relaxed);
+pub(super) fn detach_from_parent(node: CancelRef<'_>) {
+    if let Some(p) = node.parent() {
+        let mut g = lock(&p.inner);
+        if p.state_locked() == State::Live {
+            let key = node.key.load(Ordering::Relaxed);
             if key != NO_KEY {
                 let removed = g.remove(key as usize);
-                core.key.store(NO_KEY, Ordering::Relaxed);
+                node.key.store(NO_KEY, Ordering::Relaxed);
                 drop(g);
                 // The child's Arc is dropped outside the lock (it may be the last one).
                 drop(removed);

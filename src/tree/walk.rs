@@ -13,8 +13,8 @@ use crate::error::{Cause, Error};
 use crate::sync::{Arc, Ordering, lock};
 
 use super::registry::{NO_KEY, Registry, detach_from_parent};
-use super::state::{LIVE, err_state};
-use super::{CancelCore, Entry, Node};
+use super::state::State;
+use super::{CancelCore, CancelNode, CancelRef, Entry};
 
 /// Cancels `node` and every cancellable descendant with `err` and `cause`, if it is still live.
 /// Returns whether this call did it.
@@ -29,8 +29,8 @@ use super::{CancelCore, Entry, Node};
 /// The walk allocates only to remember nodes with children of their own and the waiters that
 /// wait for them: a wide, flat fan-out is cancelled without touching the allocator (whose locks
 /// the woken tasks, freeing their nodes on other threads, need at the same time).
-pub(crate) fn cancel(node: &Node, err: Error, cause: Cause) -> bool {
-    let Some(taken) = mark_done(node.expect_core(), err, &cause) else {
+pub(crate) fn cancel(node: CancelRef<'_>, err: Error, cause: Cause) -> bool {
+    let Some(taken) = mark_done(node.core(), err, &cause) else {
         return false;
     };
     detach_from_parent(node);
@@ -105,9 +105,9 @@ impl Walk<'_> {
         });
     }
 
-    fn child(&mut self, child: Arc<Node>) {
+    fn child(&mut self, child: CancelNode) {
         // Its parent (the node being visited) is done and has dropped its registry already.
-        if let Some(taken) = mark_done(child.expect_core(), self.err, self.cause) {
+        if let Some(taken) = mark_done(child.get().core(), self.err, self.cause) {
             if taken.entries.has_children() {
                 self.pending.push_back(taken);
             } else {
@@ -134,15 +134,15 @@ impl Walk<'_> {
 /// Marks `core` done and takes its registry, or `None` if it was done already.
 fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Taken> {
     // Once done, never live again: a handle dropped after its node was cancelled takes no lock.
-    if core.state() != LIVE {
+    if core.is_done() {
         return None;
     }
     let mut g = lock(&core.inner);
-    if core.state.load(Ordering::Relaxed) != LIVE {
+    if core.state_locked() != State::Live {
         return None;
     }
     core.store_cause(&mut g, err, cause);
-    core.state.store(err_state(err), Ordering::Release);
+    core.set_state(State::done_with(err));
     let waiter = g.waiter.take();
     let (entries, timer) = match g.more.as_mut() {
         Some(m) => (std::mem::take(&mut m.entries), m.timer.take()),
@@ -180,25 +180,25 @@ fn notify(entry: Entry, panic: &mut Option<Box<dyn Any + Send>>) {
 /// the caller's only the parent's registry may hold one, which never hands out clones: a
 /// cancelling parent takes it to mark the node (then this sees it done, or still held, and
 /// returns `false`).
-pub(crate) fn release_unobserved(node: &Arc<Node>) -> bool {
-    let core = node.expect_core();
-    if core.state() != LIVE {
+pub(crate) fn release_unobserved(node: &CancelNode) -> bool {
+    let core = node.get();
+    if core.is_done() {
         return false;
     }
     let registered = usize::from(core.key.load(Ordering::Relaxed) != NO_KEY);
-    if Arc::strong_count(node) != 1 + registered {
+    if Arc::strong_count(node.node()) != 1 + registered {
         return false;
     }
     {
         // Callbacks wait in the registry without holding the node.
         let g = lock(&core.inner);
         let timer = g.more.as_ref().is_some_and(|m| m.timer.is_some());
-        if core.state.load(Ordering::Relaxed) != LIVE || g.entries_len() != 0 || timer {
+        if core.state_locked() != State::Live || g.entries_len() != 0 || timer {
             return false;
         }
     }
     if registered == 1 {
-        detach_from_parent(node);
+        detach_from_parent(core);
     }
-    Arc::strong_count(node) == 1
+    Arc::strong_count(node.node()) == 1
 }

@@ -93,13 +93,15 @@ pub(crate) fn parse(attrs: &[Attribute], errors: &mut Errors) -> KeyArgs {
 /// Headers with a meaning of their own, which no travelling key may use. A copy of
 /// `ctxkit::propagation::RESERVED_HEADERS` (a proc-macro crate cannot import it);
 /// `tests/derive.rs` in `ctxkit` checks that the two agree.
-const RESERVED: [&str; 6] = [
+const RESERVED: [&str; 8] = [
     "grpc-timeout",
     "traceparent",
     "tracestate",
     "baggage",
     "ctxkit-deadline",
     "ctxkit-sent",
+    "ctxkit-cancel",
+    "ctxkit-error",
 ];
 
 /// The request span's own fields, which no recorded key may use. A copy of
