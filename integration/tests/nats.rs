@@ -77,7 +77,7 @@ async fn values_and_deadline_arrive_over_request_reply_and_publish() {
             async move {
                 // The message's context is current, and is the one passed.
                 let current = Context::current();
-                assert!(current.same(&ctx));
+                assert!(current.ptr_eq(&ctx));
                 let id = RequestId::current();
                 let guid = current.value::<Guid>().cloned();
                 let left = ctx
@@ -238,14 +238,11 @@ async fn in_flight_handlers_are_bounded_and_a_message_expiring_while_it_waits_is
         running.load(Ordering::SeqCst) == 1
     })
     .await;
+    // Published, not requested: no cancel notice can race the message's own deadline.
     let (short, _c) = Context::background().with_timeout(Duration::from_millis(300));
-    let err = nats::request(&client, &short, subj.clone(), "short".into())
+    nats::publish(&client, &short, subj.clone(), "short".into())
         .await
-        .unwrap_err();
-    assert!(
-        matches!(err, NatsError::Context(Error::DeadlineExceeded)),
-        "{err}"
-    );
+        .unwrap();
     eventually("the waiting message expires", || stats.expired() == 1).await;
     release.notify_one();
     let reply = within("slow reply", slow).await.unwrap().unwrap();
