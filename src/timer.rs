@@ -15,8 +15,10 @@
 
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex as StdMutex, MutexGuard as StdMutexGuard, OnceLock};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -63,6 +65,7 @@ pub(crate) fn start(node: &CancelNode, at: Instant) {
     } else {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
+                TASK_TIMERS.fetch_add(1, Ordering::AcqRel);
                 let mut arm = Armed {
                     node: Some(node.clone()),
                     at,
@@ -82,6 +85,58 @@ pub(crate) fn start(node: &CancelNode, at: Instant) {
 /// Loom models have no clock: deadlines there are only caught up by `err()`.
 #[cfg(loom)]
 pub(crate) fn start(_node: &CancelNode, _at: Instant) {}
+
+/// No later than every deadline in the driver's map, as nanoseconds since [`epoch`] (`u64::MAX`:
+/// none), written under the driver's lock: lowered by an `add`, raised only by the driver thread
+/// when it goes to sleep, after it has fired every deadline that passed. A deadline stopped
+/// before it fired leaves it too low until the thread next wakes: that only costs a slow check.
+static EARLIEST: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Deadlines kept by tasks on tokio's test clock, which `EARLIEST` knows nothing of.
+static TASK_TIMERS: AtomicUsize = AtomicUsize::new(0);
+
+fn epoch() -> StdInstant {
+    static EPOCH: OnceLock<StdInstant> = OnceLock::new();
+    *EPOCH.get_or_init(StdInstant::now)
+}
+
+fn nanos(at: StdInstant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Whether no deadline at all can have passed yet: every deadline is in the driver's map and
+/// the clock (tokio's, as the deadlines' own check reads it) is before the earliest one. Then a
+/// context's deadline needs no catching up, and checking it takes no lock and no walk: one clock
+/// read and two loads of values that change only when deadlines come and go.
+///
+/// It never answers `true` while a deadline that passed waits to be fired: the thread raises
+/// `EARLIEST` only after firing, so whoever sees it raised also sees those nodes done.
+#[inline]
+pub(crate) fn none_passed() -> bool {
+    if cfg!(loom) || TASK_TIMERS.load(Ordering::Acquire) != 0 {
+        return false;
+    }
+    let earliest = EARLIEST.load(Ordering::Acquire);
+    if earliest == u64::MAX {
+        return true;
+    }
+    // The instant of `earliest`, kept per thread: it changes only when deadlines come and go.
+    let at = SEEN.with(|seen| match seen.get() {
+        (n, at) if n == earliest => at,
+        _ => {
+            let at = epoch().checked_add(Duration::from_nanos(earliest));
+            seen.set((earliest, at));
+            at
+        }
+    });
+    at.is_none_or(|at| Instant::now().into_std() < at)
+}
+
+thread_local! {
+    /// The last `EARLIEST` this thread saw, and its instant (`None`: beyond what an `Instant`
+    /// can hold).
+    static SEEN: Cell<(u64, Option<StdInstant>)> = const { Cell::new((u64::MAX, None)) };
+}
 
 /// Whether tokio's clock here is the real one: outside a runtime, or inside one whose clock was
 /// never paused (always, without tokio's `test-util`). A clock that is or was paused reads a
@@ -110,6 +165,7 @@ impl Armed {
     fn fire(&mut self) {
         if let Some(node) = self.node.take() {
             fire(&node, self.at);
+            TASK_TIMERS.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -122,6 +178,8 @@ impl Drop for Armed {
                 let handle = driver().add(node.clone(), self.at);
                 core.set_timer(Box::new(handle));
             }
+            // Only now: the deadline is in the driver's map (and `EARLIEST`) if it still counts.
+            TASK_TIMERS.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -149,6 +207,8 @@ struct Timers {
     sleeping_until: Option<StdInstant>,
     /// Whether a failure to start the thread was reported (once).
     reported: bool,
+    /// What `EARLIEST` holds, as an instant; written with it, under this lock.
+    published: Option<StdInstant>,
 }
 
 fn driver() -> &'static Driver {
@@ -170,12 +230,19 @@ impl Driver {
         let id = t.next_id;
         t.next_id += 1;
         t.queue.insert((at, id), node);
-        self.arrange(&mut t, at);
+        let earliest = t.published.is_none_or(|earliest| at < earliest);
+        if earliest {
+            t.published = Some(at);
+            EARLIEST.store(nanos(at), Ordering::Release);
+        }
+        self.arrange(&mut t, at, earliest);
         TimerHandle::Thread { at, id }
     }
 
-    /// Wakes the thread if it sleeps past `at`, or starts it if there is none.
-    fn arrange(&'static self, t: &mut Timers, at: StdInstant) {
+    /// Wakes the thread if it sleeps past `at`, or starts it if there is none. Only an
+    /// `earliest` deadline (before `published`) can come before the one the thread sleeps until:
+    /// it never sleeps past `published`.
+    fn arrange(&'static self, t: &mut Timers, at: StdInstant, earliest: bool) {
         if !t.running {
             let spawned = std::thread::Builder::new()
                 .name("ctxkit-deadlines".into())
@@ -189,7 +256,7 @@ impl Driver {
                 }
                 Err(_) => {}
             }
-        } else if t.sleeping_until.is_some_and(|until| at < until) {
+        } else if earliest && t.sleeping_until.is_some_and(|until| at < until) {
             t.sleeping_until = None;
             self.wake.notify_one();
         }
@@ -236,6 +303,9 @@ impl Driver {
                 t = self.lock();
                 continue;
             }
+            // Every deadline that passed has been fired (its node marked done) by now.
+            t.published = first;
+            EARLIEST.store(first.map_or(u64::MAX, nanos), Ordering::Release);
             match first {
                 Some(at) => {
                     t.sleeping_until = Some(at);

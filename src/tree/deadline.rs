@@ -107,9 +107,19 @@ impl<'a> CancelRef<'a> {
 
     /// If this node's effective deadline has passed but its timer has not fired yet (no runtime
     /// drives it, or it is just late), fire it now, on the node that owns that deadline.
+    ///
+    /// While no deadline anywhere can have passed (`timer::none_passed`), that is all it costs:
+    /// no walk to the owner and no lock.
     #[inline]
     pub(crate) fn catch_up_deadline(self) {
         if self.under_deadline() {
+            self.catch_up_if_any_passed();
+        }
+    }
+
+    #[cold]
+    fn catch_up_if_any_passed(self) {
+        if !crate::timer::none_passed() {
             self.catch_up_owned_deadline();
         }
     }
