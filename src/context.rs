@@ -302,6 +302,7 @@ impl Context {
                 meta: const {
                     &KeyMeta {
                         name: std::any::type_name::<K>,
+                        needs_drop: std::mem::needs_drop::<K::Value>(),
                         #[cfg(feature = "propagation")]
                         travel: crate::key::travel::<K>,
                         #[cfg(feature = "live")]

@@ -8,7 +8,6 @@ use crate::{Cause, Error};
 
 /// How the cancellation reached the context it is reported for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // made by the cancel walk
 pub(crate) enum Reached {
     /// The context was cancelled itself (its handle, its deadline, a layer on its behalf): the
     /// walk starts here. Counted.
@@ -16,6 +15,7 @@ pub(crate) enum Reached {
     /// An ancestor's cancellation reached it; reported with the kind `parent` and the ancestor's
     /// cause and origin, for a context whose own report matters (a request's). Not counted: the
     /// ancestor's cancellation was.
+    #[allow(dead_code)] // reported by nothing but the unit tests yet
     FromParent,
 }
 
@@ -25,7 +25,6 @@ pub(crate) enum Reached {
 /// context done), outside every lock, with [`Reached::Here`]; the event is emitted in the
 /// `tracing` span current where the cancellation happens.
 #[inline]
-#[allow(dead_code)] // called by the cancel walk
 pub(crate) fn cancelled(err: Error, cause: &Cause, reached: Reached) {
     #[cfg(feature = "tracing")]
     crate::tracing::cancelled(err, cause, reached);

@@ -214,3 +214,37 @@ fn done_dropped_while_cancelled_leaves_no_waiter() {
         assert_eq!(ctxkit::test_hooks::registered(&ctx), 0);
     });
 }
+
+/// A `done()` polled with a second waker while another thread cancels: the first waker (whose
+/// `Drop` derives from the context, taking its lock) is dropped outside the lock, and the second
+/// is woken, or the poll sees the cancellation. A lost wake-up parks `block_on` forever, a drop
+/// under the lock deadlocks: loom reports either.
+#[test]
+fn a_waker_replaced_while_the_context_is_cancelled_is_dropped_outside_the_lock() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context as TaskContext, Wake, Waker};
+
+    struct Touching(Context);
+    impl Wake for Touching {
+        fn wake(self: StdArc<Self>) {}
+    }
+    impl Drop for Touching {
+        fn drop(&mut self) {
+            let (_child, _cancel) = self.0.with_cancel();
+        }
+    }
+
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let mut done = ctx.done();
+        let first = Waker::from(StdArc::new(Touching(ctx.clone())));
+        let _ = Pin::new(&mut done).poll(&mut TaskContext::from_waker(&first));
+        drop(first);
+        let canceller = thread::spawn(move || cancel.cancel());
+        // Polls with its own waker, which replaces the first one.
+        loom::future::block_on(done);
+        assert_eq!(ctx.err(), Some(Error::Canceled));
+        canceller.join().unwrap();
+    });
+}

@@ -407,3 +407,44 @@ fn the_derive_refuses_the_request_spans_own_fields() {
         .collect();
     assert_eq!(derive, ctxkit::tracing::REQUEST_SPAN_FIELDS);
 }
+
+/// A cancellation emits one event, from the cancel walk, for the context it started at (its
+/// descendants, reached by it, emit none), with the kind and where it came from.
+#[test]
+fn a_cancelled_context_emits_exactly_one_event_with_kind_and_origin() {
+    let seen = seen();
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (_child, _child_cancel) = ctx.with_cancel();
+    let (_grandchild, _grandchild_cancel) = _child.with_cancel();
+    let cause = "the walk reports this cancellation once";
+    cancel.cancel_with(std::io::Error::other(cause));
+    cancel.cancel(); // a second cancellation takes no effect, and is not reported
+    let events: Vec<EventSeen> = seen
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .events
+        .iter()
+        .filter(|e| e.target == "ctxkit::cancel")
+        .filter(|e| e.fields.get("ctxkit.cancel.cause").map(String::as_str) == Some(cause))
+        .cloned()
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let fields = &events[0].fields;
+    assert!(
+        fields
+            .get("ctxkit.cancel.kind")
+            .is_some_and(|k| !k.is_empty()),
+        "{fields:?}"
+    );
+    assert!(
+        fields
+            .get("ctxkit.cancel.origin")
+            .is_some_and(|o| o.contains("tests/tracing.rs")),
+        "{fields:?}"
+    );
+    assert_eq!(
+        fields.get("ctxkit.cancel.error").map(String::as_str),
+        Some("context canceled")
+    );
+}

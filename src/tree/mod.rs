@@ -34,8 +34,8 @@
 //!    node is done (by the cancellation, or at once when it is stored on a done node).
 //! 6. A node holds its parent (and a value node its nearest cancellable ancestor), never a
 //!    child: the only references downward are registry entries, which a cancellation or a
-//!    leaving child drops. The tree holds no cycle, and a chain of nodes is unlinked
-//!    iteratively when it dies.
+//!    leaving child drops. The tree holds no cycle, and nodes are freed without recursion, also
+//!    when values hold contexts ([`dropping`]).
 //!
 //! # Deadlock safety
 //!
@@ -57,9 +57,10 @@ use std::task::Waker;
 
 use crate::Instant;
 use crate::error::Cause;
-use crate::sync::{Arc, AtomicU8, AtomicU32, Mutex, Ordering, arc_into_inner, lock};
+use crate::sync::{Arc, AtomicU8, AtomicU32, Mutex, Ordering, lock};
 
 mod deadline;
+mod dropping;
 mod registry;
 mod state;
 mod walk;
@@ -101,6 +102,9 @@ pub(crate) struct ValueSlot {
 /// What a value node needs to know about its key beyond its `TypeId`.
 pub(crate) struct KeyMeta {
     pub(crate) name: fn() -> &'static str,
+    /// Whether dropping a value of the key does anything (it may then hold contexts: see
+    /// [`dropping`]).
+    pub(crate) needs_drop: bool,
     /// Encodes the value for a header if its key travels (`ContextKey::HEADER`).
     #[cfg(feature = "propagation")]
     pub(crate) travel: crate::key::TravelFn,
@@ -292,36 +296,6 @@ pub(crate) fn nearest_cancellable(node: &Arc<Node>) -> Option<CancelRef<'_>> {
         Kind::Cancel(core) => Some(CancelRef { node, core }),
         Kind::Value(v) => v.cancellable.as_ref().map(CancelNode::get),
         Kind::Todo | Kind::WithoutCancel => None,
-    }
-}
-
-impl Drop for Node {
-    /// Unlinks a chain of nodes that dies with this one iteratively: dropping a deep tree
-    /// recursively would overflow the stack.
-    fn drop(&mut self) {
-        let mut next = self.parent.take();
-        // An ancestor that `next` still keeps alive: this is never the last `Arc`.
-        drop(self.kind.take_cancellable());
-        while let Some(parent) = next {
-            match arc_into_inner(parent) {
-                Some(mut node) => {
-                    next = node.parent.take();
-                    drop(node.kind.take_cancellable());
-                    // `node` drops here with nothing left to unlink.
-                }
-                None => break,
-            }
-        }
-    }
-}
-
-impl Kind {
-    fn take_cancellable(&mut self) -> Option<CancelNode> {
-        match self {
-            Kind::Cancel(_) => None,
-            Kind::Value(v) => v.cancellable.take(),
-            Kind::Todo | Kind::WithoutCancel => None,
-        }
     }
 }
 

@@ -175,22 +175,28 @@ impl CancelCore {
         Ok(g.insert(entry))
     }
 
-    /// Replaces the waker of waiter `key` (no-op once done).
+    /// Replaces the waker of waiter `key` (no-op once done). The new waker is cloned before the
+    /// lock is taken and the old one dropped after it is released: a waker's `clone` and `Drop`
+    /// are foreign code, which may use this very context.
     pub(crate) fn update_waiter(&self, key: usize, waker: &Waker) {
-        let mut g = lock(&self.inner);
-        if self.state_locked() != State::Live {
-            return;
+        let mut new = waker.clone();
+        {
+            let mut g = lock(&self.inner);
+            if self.state_locked() == State::Live {
+                let slot = match key {
+                    INLINE_KEY => g.waiter.as_mut(),
+                    _ => match g.more.as_mut().and_then(|m| m.entries.get_mut(key)) {
+                        Some(Entry::Waiter(w)) => Some(w),
+                        _ => None,
+                    },
+                };
+                if let Some(w) = slot {
+                    std::mem::swap(w, &mut new);
+                }
+            }
         }
-        let slot = match key {
-            INLINE_KEY => g.waiter.as_mut(),
-            _ => match g.more.as_mut().and_then(|m| m.entries.get_mut(key)) {
-                Some(Entry::Waiter(w)) => Some(w),
-                _ => None,
-            },
-        };
-        if let Some(w) = slot {
-            w.clone_from(waker);
-        }
+        // The old waker (or the unused new one), outside the lock.
+        drop(new);
     }
 
     /// Removes entry `key` (no-op once done: the registry was emptied by the cancellation).

@@ -34,6 +34,8 @@ pub(crate) fn cancel(node: CancelRef<'_>, err: Error, cause: Cause) -> bool {
         return false;
     };
     detach_from_parent(node);
+    // Outside every lock, once per cancellation that took effect.
+    crate::observe::cancelled(err, &cause, crate::observe::Reached::Here);
     if taken.is_empty() {
         // Nothing below and nobody waiting: the common case of a handle dropped after use.
         return true;
@@ -88,7 +90,7 @@ struct Walk<'a> {
     /// Waiters and callbacks of the cancelled node and of nodes with children: woken once the
     /// whole subtree is marked.
     later: Vec<Entry>,
-    /// The first panic of a waker; resumed once the walk is over.
+    /// The first panic of a waker or of a drop; resumed once the walk is over.
     panic: Option<Box<dyn Any + Send>>,
 }
 
@@ -116,8 +118,10 @@ impl Walk<'_> {
             }
         }
         // Outside every lock. The child's owners (its contexts, handle, waiters' tasks) usually
-        // still hold it, so this is a decrement: freeing it is left to them.
-        drop(child);
+        // still hold it, so this is a decrement: freeing it is left to them. When the walk held
+        // the last reference (a waiter just woken dropped the others), the drop frees the node
+        // and may run a value's `Drop`, whose panic must not stop the walk either.
+        drop_caught(child, &mut self.panic);
     }
 
     /// Wakes what waited for the whole subtree, then resumes a waker's panic, if any.
@@ -153,6 +157,14 @@ fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Taken> {
         t.stop();
     }
     Some(Taken { waiter, entries })
+}
+
+/// Drops `x`, outside every lock; a panic of the drop (a value's `Drop`, when `x` held the last
+/// reference to a node) is kept in `panic`, as a waker's is.
+fn drop_caught<T>(x: T, panic: &mut Option<Box<dyn Any + Send>>) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(x))) {
+        panic.get_or_insert(p);
+    }
 }
 
 /// Wakes a waiter or starts a callback, outside every lock. A panicking waker neither stops
