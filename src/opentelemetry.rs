@@ -357,9 +357,33 @@ mod tests {
         observe::cancelled(ctx.err().unwrap(), &ctx.cause().unwrap(), reached);
     }
 
-    /// One test, as it changes the process's global meter provider.
+    /// One test, as it changes the process's global meter provider; and in a process of its own
+    /// (this test binary run again for this test only), as the other tests of this binary
+    /// cancel contexts at the same time, which the global provider would count too.
     #[test]
     fn each_cancellation_counts_once_by_kind_on_the_provider_installed_when_it_happens() {
+        const ALONE: &str = "CTXKIT_TEST_ALONE";
+        if std::env::var_os(ALONE).is_none() {
+            let path = module_path!().split_once("::").unwrap().1;
+            let name = format!(
+                "{path}::each_cancellation_counts_once_by_kind_on_the_provider_installed_when_it_happens"
+            );
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([&name, "--exact", "--test-threads=1"])
+                .env(ALONE, "1")
+                .output()
+                .unwrap();
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "{name} alone: {}\n{stdout}\n{stderr}",
+                out.status
+            );
+            return;
+        }
         let explicit = cancel_with(std::io::Error::other("stop"));
         let gone = cancel_with(crate::tower::ClientWentAway);
         let (late, _c) = Context::background().with_timeout(std::time::Duration::ZERO);
