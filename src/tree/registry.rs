@@ -32,11 +32,13 @@ pub(crate) enum Entry {
 }
 
 impl Inner {
+    #[inline]
     pub(super) fn entries_len(&self) -> usize {
         usize::from(self.waiter.is_some()) + self.more.as_ref().map_or(0, |m| m.entries.len())
     }
 
     /// Registers `e`: a waiter in the inline slot if it is free, anything else in the registry.
+    #[inline]
     pub(super) fn insert(&mut self, e: Entry) -> usize {
         match e {
             Entry::Waiter(w) if self.waiter.is_none() => {
@@ -49,6 +51,7 @@ impl Inner {
 
     /// Removes entry `key`; gives the memory of a registry that grew under a burst back once
     /// it is empty.
+    #[inline]
     pub(super) fn remove(&mut self, key: usize) -> Option<Entry> {
         if key == INLINE_KEY {
             return self.waiter.take().map(Entry::Waiter);
@@ -84,6 +87,7 @@ pub(super) enum Registry {
 }
 
 impl Registry {
+    #[inline]
     fn insert(&mut self, e: Entry) -> usize {
         if let Registry::Many(slab) = self {
             return slab.insert(e);
@@ -116,6 +120,7 @@ impl Registry {
         }
     }
 
+    #[inline]
     fn try_remove(&mut self, key: usize) -> Option<Entry> {
         match self {
             Registry::One(_) if key == 0 => match std::mem::take(self) {
@@ -127,6 +132,7 @@ impl Registry {
         }
     }
 
+    #[inline]
     fn len(&self) -> usize {
         match self {
             Registry::Empty => 0,
@@ -135,6 +141,7 @@ impl Registry {
         }
     }
 
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -237,6 +244,7 @@ impl CancelCore {
 }
 
 /// Leaves the nearest cancellable ancestor's registry (no-op if it is done: it dropped us).
+#[inline]
 pub(super) fn detach_from_parent(node: CancelRef<'_>) {
     if let Some(p) = node.parent() {
         let mut g = lock(&p.inner);

@@ -92,6 +92,7 @@ impl CancelCore {
     }
 
     /// Sets the state, under the node's lock, after the cause was stored.
+    #[inline]
     pub(super) fn set_state(&self, s: State) {
         self.state.store(s as u8, Ordering::Release);
     }

@@ -136,6 +136,7 @@ impl Walk<'_> {
 }
 
 /// Marks `core` done and takes its registry, or `None` if it was done already.
+#[inline]
 fn mark_done(core: &CancelCore, err: Error, cause: &Cause) -> Option<Taken> {
     // Once done, never live again: a handle dropped after its node was cancelled takes no lock.
     if core.is_done() {
@@ -192,6 +193,7 @@ fn notify(entry: Entry, panic: &mut Option<Box<dyn Any + Send>>) {
 /// the caller's only the parent's registry may hold one, which never hands out clones: a
 /// cancelling parent takes it to mark the node (then this sees it done, or still held, and
 /// returns `false`).
+#[inline]
 pub(crate) fn release_unobserved(node: &CancelNode) -> bool {
     let core = node.get();
     if core.is_done() {
