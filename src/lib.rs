@@ -79,7 +79,8 @@
 //!   `panic = "abort"`), and in a current-thread runtime that nobody drives (under `rt.enter()`,
 //!   after `block_on` returned); also for a context that outlives its runtime. In a runtime
 //!   whose clock is tokio's test clock (paused or advanced), deadlines follow that clock. `err()`
-//!   reports a passed deadline at once in every case. No waker, callback or value `Drop` that
+//!   reports a passed deadline at once in every case, also on a descendant that the deadline's
+//!   walk (on another thread) has not reached yet (`deadline_race.rs`). No waker, callback or value `Drop` that
 //!   panics on the timer thread stops it. `deadlines.rs`, `no_runtime.rs`; `timer_edges.rs:
 //!   a_runtime_without_timers_fires_deadlines_without_panicking,
 //!   deadlines_fire_under_a_runtime_that_is_entered_but_not_driven,

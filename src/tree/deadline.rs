@@ -137,7 +137,13 @@ impl<'a> CancelRef<'a> {
         };
         if Instant::now() >= at {
             let cause = owner.deadline_cause(at);
-            cancel(owner, Error::DeadlineExceeded, cause);
+            if !cancel(owner, Error::DeadlineExceeded, cause) {
+                // Another thread (the deadline's timer) marked the owner first, and its walk has
+                // not reached this node yet: take what the walk will bring, now.
+                if let (Some(err), Some(cause)) = (owner.state().err(), owner.cause()) {
+                    cancel(self, err, cause);
+                }
+            }
         }
     }
 }
