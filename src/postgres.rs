@@ -52,8 +52,12 @@
 //! - queues behind the statement a wait inside the transaction (`SELECT pg_sleep(2)`, which
 //!   fails at once if the request already stopped the statement) for a request that arrives
 //!   after the statement ended by itself, then `ROLLBACK`, then a short wait outside it
-//!   (`SELECT pg_sleep(0.1)`) for the second signal. A request the server gets while the
-//!   connection is idle is dropped by the server.
+//!   (`SELECT pg_sleep(0.1)`) for the second signal, then a last `ROLLBACK` (a signal that
+//!   lands on the first `ROLLBACK` cancels it and leaves the transaction aborted). A request the
+//!   server gets while the connection is idle is dropped by the server.
+//! - ends a transaction left aborted on a connection it is given (every statement fails there,
+//!   even the prepare that comes first): that call fails, naming it, and the connection works
+//!   again for the next.
 //!
 //! The soak test (2,000 statements, random cancellations, deadlines and dropped calls on a pool
 //! of 4) counts the statements stopped by a cancel request that was not theirs: none. What it
@@ -254,7 +258,17 @@ impl Under<'_> {
                     prepared = s;
                     &prepared
                 }
-                Ok(Err(e)) => return Err(Error::Db(e)),
+                Ok(Err(e)) => {
+                    if e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
+                    {
+                        // The connection came to us inside an aborted transaction, where every
+                        // statement fails until a ROLLBACK; nothing below would send one, so
+                        // the connection would stay broken for every later caller. End it (this
+                        // call still fails: the transaction was someone else's).
+                        drop(Sent::now(Box::pin(client.batch_execute("ROLLBACK"))));
+                    }
+                    return Err(Error::Db(e));
+                }
                 Err(kind) => return Err(Error::unsent(kind)),
             },
         };
@@ -398,6 +412,9 @@ impl Under<'_> {
                         CANCEL_SPONGE
                     },
                 ))));
+                // A signal that landed on the tail's ROLLBACK cancelled it, leaving the
+                // transaction aborted (and the wait above failing at once): end it for good.
+                drop(Sent::now(Box::pin(client.batch_execute(FINAL_ROLLBACK))));
             }
             work.err()
         })
@@ -445,6 +462,8 @@ impl<'a> Tail<'a> {
         tail.sent.push(Sent::now(Box::pin(
             client.batch_execute(SECOND_SIGNAL_SPONGE),
         )));
+        tail.sent
+            .push(Sent::now(Box::pin(client.batch_execute(FINAL_ROLLBACK))));
         tail
     }
 }
@@ -452,6 +471,12 @@ impl<'a> Tail<'a> {
 /// Where a late cancel request lands: a wait that a cancel request ends, and that fails at once
 /// in a transaction already aborted (by the cancel request, or the statement's own failure).
 const CANCEL_SPONGE: &str = "SELECT pg_sleep(2)";
+
+/// After the waits: a cancel request's signal that arrives while the tail's `ROLLBACK` runs
+/// cancels that `ROLLBACK`, and the transaction stays aborted (every later statement on the
+/// connection would fail with "current transaction is aborted"). This one ends it; outside a
+/// transaction it is a no-op (the server answers with a warning).
+const FINAL_ROLLBACK: &str = "ROLLBACK";
 
 /// Where the postmaster's second signal for one cancel request lands (it signals the server
 /// process and then its process group; the two usually arrive as one).

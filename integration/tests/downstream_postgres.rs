@@ -543,3 +543,27 @@ async fn waiting_for_a_pooled_connection_ends_with_the_context() {
     let n: i32 = conn.query_one("SELECT 7", &[]).await.unwrap().get(0);
     assert_eq!(n, 7);
 }
+
+#[tokio::test]
+async fn a_connection_left_in_an_aborted_transaction_fails_once_then_works_again() {
+    let url = require!(support::postgres_url());
+    let client = connect(&url).await;
+    // Someone left the connection inside a failed transaction.
+    assert!(client.batch_execute("BEGIN; SELECT 1/0").await.is_err());
+    let ctx = Context::background();
+    let first = client.under(&ctx).query_one("SELECT 1::int", &[]).await;
+    let err = first.unwrap_err();
+    assert_eq!(
+        err.db_error().and_then(|e| e.code()),
+        Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION),
+        "{err}"
+    );
+    // The failed call ended that transaction: the connection is usable again.
+    let n: i32 = client
+        .under(&ctx)
+        .query_one("SELECT 2::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
