@@ -8,10 +8,11 @@
 //! - making a handle marks it, on this thread, as *just made*;
 //! - any use of a context on this thread (reading, waiting, deriving, cloning, making current)
 //!   clears the mark;
-//! - a handle dropped while still marked, with its context live and held by someone, is the trap.
+//! - a handle dropped while still marked, within 50 ms of being made, with its context live and
+//!   held by someone, is the trap.
 //!
-//! The warning goes to a `tracing` subscriber (feature `tracing`) or standard error; in strict
-//! mode ([`crate::missing::strict`], `CTXKIT_STRICT=1`) it panics. Cancelling on purpose through
+//! The warning goes to a `tracing` subscriber (feature `tracing`) or standard error, never a
+//! panic (a heuristic must not abort a program, even in strict mode). Cancelling on purpose through
 //! [`CancelHandle::cancel`](crate::CancelHandle::cancel) never warns. Release builds do none of
 //! this: every function here is empty.
 
@@ -21,46 +22,50 @@ mod imp {
     use std::collections::HashSet;
     use std::panic::Location;
     use std::sync::{Mutex, PoisonError};
+    use std::time::{Duration, Instant};
 
     thread_local! {
-        /// The address of the node whose handle was made last on this thread, until a use.
-        static JUST_MADE: Cell<usize> = const { Cell::new(0) };
+        /// The node whose handle was made last on this thread, and when, until a use.
+        static JUST_MADE: Cell<(usize, Option<Instant>)> = const { Cell::new((0, None)) };
     }
+
+    /// A handle dropped later than this after it was made is not the trap (`let (ctx, _) = ..`
+    /// drops it within the statement): it was kept, and its context used elsewhere.
+    const WITHIN: Duration = Duration::from_millis(50);
 
     static REPORTED: Mutex<Option<HashSet<&'static Location<'static>>>> = Mutex::new(None);
 
     #[inline]
     pub(crate) fn made<T>(node: &T) {
-        let _ = JUST_MADE.try_with(|m| m.set(node as *const T as usize));
+        let _ = JUST_MADE.try_with(|m| m.set((node as *const T as usize, Some(Instant::now()))));
     }
 
     #[inline]
     pub(crate) fn used() {
-        let _ = JUST_MADE.try_with(|m| m.set(0));
+        let _ = JUST_MADE.try_with(|m| m.set((0, None)));
     }
 
     #[inline]
     pub(crate) fn dropped_unused<T>(node: &T) -> bool {
         JUST_MADE
-            .try_with(|m| m.replace(0) == node as *const T as usize)
+            .try_with(|m| match m.replace((0, None)) {
+                (made, Some(at)) => made == node as *const T as usize && at.elapsed() < WITHIN,
+                _ => false,
+            })
             .unwrap_or(false)
+    }
+
+    /// Whether a handle made on `line` of `file` was reported (for ctxkit's own tests).
+    pub(crate) fn was_reported(file: &str, line: u32) -> bool {
+        REPORTED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|r| r.iter().any(|at| at.file() == file && at.line() == line))
     }
 
     #[cold]
     pub(crate) fn report(made_at: &'static Location<'static>) {
-        let message = format!(
-            "the CancelHandle made at {made_at} was dropped before its context was used, which \
-             cancelled that context at once. `let (ctx, _) = parent.with_timeout(..)` drops the \
-             handle at the end of the statement: bind it to a name (`let (ctx, _cancel) = ..`) \
-             to keep the context live until the scope ends, or call `cancel()` to cancel on \
-             purpose"
-        );
-        if crate::missing::is_strict() {
-            if !std::thread::panicking() {
-                panic!("ctxkit strict mode: {message}");
-            }
-            return;
-        }
         let first = REPORTED
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -69,6 +74,13 @@ mod imp {
         if !first {
             return;
         }
+        let message = format!(
+            "the CancelHandle made at {made_at} was dropped before its context was used, which \
+             cancelled that context at once. `let (ctx, _) = parent.with_timeout(..)` drops the \
+             handle at the end of the statement: bind it to a name (`let (ctx, _cancel) = ..`) \
+             to keep the context live until the scope ends, or call `cancel()` to cancel on \
+             purpose"
+        );
         #[cfg(feature = "tracing")]
         if ::tracing::enabled!(target: "ctxkit::handle", ::tracing::Level::WARN) {
             ::tracing::event!(
@@ -97,6 +109,9 @@ mod imp {
     }
     #[inline(always)]
     pub(crate) fn report(_: &'static Location<'static>) {}
+    pub(crate) fn was_reported(_: &str, _: u32) -> bool {
+        false
+    }
 }
 
-pub(crate) use imp::{dropped_unused, made, report, used};
+pub(crate) use imp::{dropped_unused, made, report, used, was_reported};

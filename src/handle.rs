@@ -34,11 +34,10 @@ use crate::tree::{self, CancelNode};
 /// (`_` binds nothing), so `ctx` is cancelled before its first use, and neither rustc nor clippy
 /// say so. Write `let (ctx, _cancel) = ..`: a named handle lives to the end of the scope. Debug
 /// builds report a handle dropped before anything used its context (read, waited on, derived
-/// from, cloned or made current), once per place it was made: a `WARN` event of target
-/// `ctxkit::handle` with the `tracing` feature, else a line on standard error, and a panic in
-/// strict mode ([`missing::strict`](crate::missing::strict), `CTXKIT_STRICT=1`). Calling
-/// [`cancel`](CancelHandle::cancel) says that you mean it and is never reported. Release builds
-/// check nothing.
+/// from, cloned or made current) on its thread, within 50 ms of being made, once per place it
+/// was made: a `WARN` event of target `ctxkit::handle` with the `tracing` feature, else a line
+/// on standard error (never a panic). Calling [`cancel`](CancelHandle::cancel) says that you
+/// mean it and is never reported. Release builds check nothing.
 #[must_use = "dropping a CancelHandle cancels its context at once; bind it (`let (ctx, _cancel) = ..`) to keep the context alive"]
 pub struct CancelHandle {
     node: CancelNode,

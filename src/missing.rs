@@ -156,7 +156,7 @@ pub fn strict(on: bool) {
     STRICT.store(if on { 2 } else { 1 }, Relaxed);
 }
 
-pub(crate) fn is_strict() -> bool {
+fn is_strict() -> bool {
     match STRICT.load(Relaxed) {
         0 => std::env::var_os("CTXKIT_STRICT").is_some_and(|v| v == "1"),
         s => s == 2,

@@ -614,9 +614,10 @@ impl Stats {
     pub fn received(&self) -> u64 {
         self.0.received.load(Ordering::Relaxed)
     }
-    /// Handlers that ran and returned `Ok` (or panicked or failed: see [`Stats::failed`]); each
-    /// message is counted once, in exactly one of `handled`, `expired`, `malformed`, `stopped`,
-    /// or `canceled` when canceled before its handler started.
+    /// Handlers that ran and returned (`Ok`, or failed or panicked: see [`Stats::failed`]).
+    /// Each message counts in one of `handled`, `expired`, `malformed`, `stopped`, or `canceled`
+    /// when canceled before its handler started; a request canceled while its handler ran
+    /// counts in both `canceled` and `handled`.
     pub fn handled(&self) -> u64 {
         self.0.handled.load(Ordering::Relaxed)
     }

@@ -377,7 +377,8 @@ impl Under<'_> {
             Ok(Some((_, work))) => {
                 // Ended without a cancel request (by the server's timeout, or by itself).
                 guard.state = State::WorkDone;
-                let _ = client.batch_execute("ROLLBACK").await;
+                // Queued, not awaited: the caller's context has ended already.
+                drop(Sent::now(Box::pin(client.batch_execute("ROLLBACK"))));
                 guard.state = State::Ended;
                 return ended(work.err());
             }
@@ -389,8 +390,12 @@ impl Under<'_> {
         // before it arrived; if the request stopped the statement, the transaction is aborted
         // and the tail's wait fails at once.
         guard.state = State::Cancelling;
-        let cancel = client.cancel_token().cancel_query(NoTls).await;
-        let tail = Tail::send(client, cancel.is_ok());
+        // A cancel request opens a connection of its own: bounded, as the rest of the cleanup.
+        let cancel_sent = matches!(
+            tokio::time::timeout(CLEANUP_PATIENCE, client.cancel_token().cancel_query(NoTls)).await,
+            Ok(Ok(()))
+        );
+        let tail = Tail::send(client, cancel_sent);
         guard.state = State::Ended;
         let source = tokio::time::timeout(CLEANUP_PATIENCE, async {
             // The tail is queued, not awaited: whoever uses the connection next comes after it.
@@ -402,7 +407,7 @@ impl Under<'_> {
             // own before the request arrived, the aborted transaction skipped the tail's wait,
             // so the whole request is still on its way. A wait outside the transaction takes it,
             // queued (not awaited): the connection's next statement comes after it.
-            if cancel.is_ok() {
+            if cancel_sent {
                 let first_consumed =
                     work.as_ref().err().is_some_and(stopped_by_cancel_request) || work.is_ok();
                 drop(Sent::now(Box::pin(client.batch_execute(
@@ -551,7 +556,7 @@ impl Drop for Guard<'_> {
                 drop(Tail::send_unwatched(self.client));
                 let token = self.client.cancel_token();
                 rt.spawn(async move {
-                    let _ = token.cancel_query(NoTls).await;
+                    let _ = tokio::time::timeout(CLEANUP_PATIENCE, token.cancel_query(NoTls)).await;
                 });
             }
         }

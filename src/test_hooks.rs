@@ -20,3 +20,9 @@ use crate::Context;
 pub fn registered(ctx: &Context) -> usize {
     ctx.registered()
 }
+
+/// Whether debug builds reported a `CancelHandle` made on `line` of `file` as dropped before its
+/// context was used (always `false` in release builds).
+pub fn early_drop_reported(file: &str, line: u32) -> bool {
+    crate::early_drop::was_reported(file, line)
+}

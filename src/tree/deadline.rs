@@ -12,7 +12,7 @@ use crate::error::{Cause, Error, Origin};
 use crate::sync::lock;
 
 use super::state::State;
-use super::walk::cancel;
+use super::walk::{cancel, cancel_as_descendant};
 use super::{CancelCore, CancelRef, DeadlineTimer, Timing};
 
 impl CancelCore {
@@ -141,7 +141,7 @@ impl<'a> CancelRef<'a> {
                 // Another thread (the deadline's timer) marked the owner first, and its walk has
                 // not reached this node yet: take what the walk will bring, now.
                 if let (Some(err), Some(cause)) = (owner.state().err(), owner.cause()) {
-                    cancel(self, err, cause);
+                    cancel_as_descendant(self, err, cause);
                 }
             }
         }

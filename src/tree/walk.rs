@@ -30,14 +30,34 @@ use super::{CancelCore, CancelNode, CancelRef, Entry};
 /// wait for them: a wide, flat fan-out is cancelled without touching the allocator (whose locks
 /// the woken tasks, freeing their nodes on other threads, need at the same time).
 pub(crate) fn cancel(node: CancelRef<'_>, err: Error, cause: Cause) -> bool {
+    cancel_and_report(node, err, cause, true)
+}
+
+/// [`cancel`] for a descendant that takes its ancestor's cancellation ahead of that ancestor's
+/// own walk (which reported it): not reported a second time.
+pub(crate) fn cancel_as_descendant(node: CancelRef<'_>, err: Error, cause: Cause) -> bool {
+    cancel_and_report(node, err, cause, false)
+}
+
+fn cancel_and_report(node: CancelRef<'_>, err: Error, cause: Cause, report: bool) -> bool {
     let Some(taken) = mark_done(node.core(), err, &cause) else {
         return false;
     };
     detach_from_parent(node);
-    // Outside every lock, once per cancellation that took effect.
-    crate::observe::cancelled(err, &cause, crate::observe::Reached::Here);
+    // Outside every lock, once per cancellation that took effect. A subscriber's panic must not
+    // keep the walk from waking the waiters: it resumes once the walk is done.
+    let mut panic = None;
+    if report {
+        let reported = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::observe::cancelled(err, &cause, crate::observe::Reached::Here)
+        }));
+        panic = reported.err();
+    }
     if taken.is_empty() {
         // Nothing below and nobody waiting: the common case of a handle dropped after use.
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
+        }
         return true;
     }
     let mut walk = Walk {
@@ -45,7 +65,7 @@ pub(crate) fn cancel(node: CancelRef<'_>, err: Error, cause: Cause) -> bool {
         cause: &cause,
         pending: VecDeque::new(),
         later: Vec::new(),
-        panic: None,
+        panic,
     };
     if taken.entries.has_children() {
         // Without recursion, breadth first: trees may be arbitrarily deep.
@@ -190,9 +210,10 @@ fn notify(entry: Entry, panic: &mut Option<Box<dyn Any + Send>>) {
 /// cancels it as usual.
 ///
 /// Nobody can start observing it meanwhile: a new reference needs an existing one, and besides
-/// the caller's only the parent's registry may hold one, which never hands out clones: a
-/// cancelling parent takes it to mark the node (then this sees it done, or still held, and
-/// returns `false`).
+/// the caller's only the parent's registry may hold one, which hands out clones only briefly,
+/// to a cancelling parent (which takes it to mark the node: then this sees it done, or still
+/// held, and returns `false`) or to a live-tree snapshot (feature `live`; the final strong-count
+/// check sees its clone and returns `false`, and the context is cancelled as usual).
 #[inline]
 pub(crate) fn release_unobserved(node: &CancelNode) -> bool {
     let core = node.get();
