@@ -102,6 +102,39 @@
 //!   after_func_runs_under_a_runtime_that_is_entered_but_not_driven`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The helpers every downstream error with a `Context { kind, sent, source }` variant has
+/// (`reqwest::Error`, `postgres::Error`): `$what` names the operation in the docs.
+#[cfg(any(feature = "reqwest", feature = "postgres"))]
+macro_rules! context_error_helpers {
+    ($what:literal) => {
+        fn unsent(kind: crate::Error) -> Error {
+            Error::Context {
+                kind,
+                sent: false,
+                source: None,
+            }
+        }
+
+        #[doc = concat!("The context's kind when the ", $what, " failed because its context ended, `None` otherwise.")]
+        pub fn kind(&self) -> Option<crate::Error> {
+            match self {
+                Error::Context { kind, .. } => Some(*kind),
+                _ => None,
+            }
+        }
+
+        #[doc = concat!("`true` when the context's deadline ended the ", $what, ".")]
+        pub fn is_deadline_exceeded(&self) -> bool {
+            self.kind() == Some(crate::Error::DeadlineExceeded)
+        }
+
+        #[doc = concat!("`true` when the context's cancellation ended the ", $what, ".")]
+        pub fn is_canceled(&self) -> bool {
+            self.kind() == Some(crate::Error::Canceled)
+        }
+    };
+}
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;

@@ -634,31 +634,7 @@ pub enum Error {
 }
 
 impl Error {
-    fn unsent(kind: crate::Error) -> Error {
-        Error::Context {
-            kind,
-            sent: false,
-            source: None,
-        }
-    }
-
-    /// The context's kind when the statement failed because its context ended.
-    pub fn kind(&self) -> Option<crate::Error> {
-        match self {
-            Error::Context { kind, .. } => Some(*kind),
-            _ => None,
-        }
-    }
-
-    /// `true` when the context's deadline ended the statement.
-    pub fn is_deadline_exceeded(&self) -> bool {
-        self.kind() == Some(crate::Error::DeadlineExceeded)
-    }
-
-    /// `true` when the context's cancellation ended the statement.
-    pub fn is_canceled(&self) -> bool {
-        self.kind() == Some(crate::Error::Canceled)
-    }
+    context_error_helpers!("statement");
 
     /// The database's error, if there is one.
     pub fn db_error(&self) -> Option<&tokio_postgres::Error> {
